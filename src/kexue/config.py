@@ -1,0 +1,173 @@
+"""Project paths, `params.yaml` validation, scales, device and seeding.
+
+Every chapter reads its parameters through `chapter_params(section)`: the
+`common` section plus the chapter's own, validated against the schema below,
+with the scale preset of `scales.yaml` applied on top when
+`common.scale` is not `default`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]   # src/kexue/config.py -> project root
+PARAMS_FILE = ROOT / "params.yaml"
+SCALES_FILE = ROOT / "scales.yaml"
+SCALES = ("smoke", "default", "gpu")
+
+
+def _range(lo=None, hi=None, choices=None):
+    return {"lo": lo, "hi": hi, "choices": choices}
+
+
+def p(default, lo=None, hi=None, choices=None, doc: str = ""):
+    """A parameter with its default, allowed range or choices, and a one-line meaning."""
+    return field(default=default, metadata={**_range(lo, hi, choices), "doc": doc})
+
+
+@dataclass
+class Common:
+    seed: int = p(0, lo=0, doc="base random seed; chapter seeds are seed, seed+1, ...")
+    device: str = p("auto", choices=("auto", "cpu", "cuda"), doc="auto picks cuda when present")
+    scale: str = p("default", choices=SCALES, doc="smoke (CI), default (2-core CPU), gpu")
+    threads: int = p(2, lo=1, hi=256, doc="torch CPU threads (fixed so CPU runs repeat exactly)")
+
+
+@dataclass
+class Adax:
+    lr: float = p(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
+    beta1: float = p(0.9, lo=0.0, hi=0.999999)
+    beta2: float = p(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
+    adam_lr: float = p(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
+    sgd_lr: float = p(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
+    weight_decay: float = p(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
+    decoupled_weight_decay: float = p(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
+    adafactor_c: float = p(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
+    n_seeds: int = p(3, lo=1, hi=100)
+    epochs: int = p(3, lo=1, hi=1000)
+    train_size: int = p(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
+    test_size: int = p(5000, lo=64, hi=10000)
+    batch_size: int = p(128, lo=1, hi=60000)
+    width: int = p(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
+    memory_steps: int = p(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
+    memory_factor: float = p(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
+
+
+SCHEMA: dict[str, type] = {"common": Common, "adax": Adax}
+
+
+class ParamsError(ValueError):
+    """A parameter file entry that is unknown, mistyped or out of range."""
+
+
+def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
+    where = f"{section}.{f.name}={value!r}"
+    kind = f.type if isinstance(f.type, type) else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is bool or isinstance(value, bool):
+        ok = isinstance(value, bool) and kind is bool
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ParamsError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    m = f.metadata
+    if m.get("choices") is not None and value not in m["choices"]:
+        raise ParamsError(f"{where}: must be one of {list(m['choices'])}")
+    if kind in (int, float):
+        if kind is float and not np.isfinite(value):
+            raise ParamsError(f"{where}: must be finite")
+        if m.get("lo") is not None and value < m["lo"]:
+            raise ParamsError(f"{where}: must be >= {m['lo']}")
+        if m.get("hi") is not None and value > m["hi"]:
+            raise ParamsError(f"{where}: must be <= {m['hi']}")
+    return value
+
+
+def validate_section(section: str, values: dict | None) -> dict:
+    """Check one section against its schema; return it complete (defaults filled in)."""
+    if section not in SCHEMA:
+        raise ParamsError(f"unknown params section {section!r}; known: {sorted(SCHEMA)}")
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ParamsError(f"params section {section!r} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(SCHEMA[section])}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ParamsError(f"unknown key {section}.{unknown[0]}={values[unknown[0]]!r}; "
+                          f"known keys of {section!r}: {sorted(fields)}")
+    out = {}
+    for name, f in fields.items():
+        out[name] = _check_value(section, f, values[name]) if name in values else f.default
+    return out
+
+
+def load_yaml(path: Path) -> dict:
+    with open(path) as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections")
+    return data
+
+
+def validate_params(params: dict, scales: dict | None = None) -> dict:
+    """Validate a whole params mapping (every section), and the scale presets."""
+    unknown = sorted(set(params) - set(SCHEMA))
+    if unknown:
+        raise ParamsError(f"unknown params section {unknown[0]!r}; known: {sorted(SCHEMA)}")
+    out = {s: validate_section(s, params.get(s)) for s in SCHEMA}
+    for section, presets in (scales or {}).items():
+        for scale, overrides in (presets or {}).items():
+            if scale not in SCALES or scale == "default":
+                raise ParamsError(f"scales.yaml: {section}.{scale}: scale must be 'smoke' or 'gpu'")
+            validate_section(section, {**params.get(section, {}), **(overrides or {})})
+    return out
+
+
+def chapter_params(section: str, params_file: Path = PARAMS_FILE, scales_file: Path = SCALES_FILE,
+                   overrides: dict | None = None) -> dict:
+    """`common` + `section`, validated, with the scale preset applied; flat dict.
+
+    `overrides` (e.g. {"common": {"scale": "smoke"}}) are applied before validation.
+    Keys of `common` and of the section never clash (checked).
+    """
+    params = load_yaml(params_file)
+    scales = load_yaml(scales_file) if scales_file.exists() else {}
+    for s, vals in (overrides or {}).items():
+        params[s] = {**(params.get(s) or {}), **vals}
+    full = validate_params(params, scales)
+    common, chapter = full["common"], {} if section == "common" else full[section]
+    if chapter and common["scale"] != "default":
+        preset = (scales.get(section) or {}).get(common["scale"]) or {}
+        chapter = validate_section(section, {**chapter, **preset})
+    clash = set(common) & set(chapter)
+    if clash:
+        raise ParamsError(f"section {section!r} repeats common keys {sorted(clash)}")
+    return {**common, **chapter}
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` -> cuda when present, else cpu; `cuda` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ParamsError("common.device='cuda' but no CUDA device is available")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
+    """Seed python, numpy and torch; fix the CPU thread count so CPU results repeat."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -1,0 +1,187 @@
+"""The one notebook runner: `python -m kexue.run CHAPTER [--scale smoke]`.
+
+jupytext text notebook `notebooks/CHAPTER.py`
+  -> papermill, with the chapter's params section plus `common` injected after
+     the cell tagged `parameters`, and `report_dir` pointing at a staging folder
+  -> executed `.ipynb` with volatile metadata stripped -> HTML
+  -> the staging folder replaces `reports/CHAPTER/` only when all of that worked.
+
+A failing cell raises `NotebookFailed`, which names the cell; the previous report
+stays where it was. `--prepare-only DIR` writes the parameterised notebook
+without running it (used by the nbval tests).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+
+from .config import ROOT, ParamsError, chapter_params
+
+NOTEBOOKS = ROOT / "notebooks"
+REPORTS = ROOT / "reports"
+KERNEL = "python3"
+SECTIONS = {  # chapter -> params section (DESIGN.md, "Chapters")
+    "04_adax": "adax",
+}
+VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "status", "exception")
+
+
+class NotebookFailed(RuntimeError):
+    """A cell raised; the message names the cell and the error."""
+
+
+def chapter_section(chapter: str) -> str:
+    if chapter not in SECTIONS:
+        raise ParamsError(f"unknown chapter {chapter!r}; known: {sorted(SECTIONS)}")
+    return SECTIONS[chapter]
+
+
+def read_text_notebook(chapter: str) -> nbformat.NotebookNode:
+    path = NOTEBOOKS / f"{chapter}.py"
+    nb = jupytext.read(path)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{path}: needs exactly one cell tagged 'parameters', found {len(tagged)}")
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Python 3", "language": "python"}
+    nb.metadata.pop("jupytext", None)
+    return nb
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop papermill timestamps and durations, so reruns diff cleanly."""
+    pm = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration", "exception", "environment_variables"):
+        pm.pop(key, None)
+    for path_key in ("input_path", "output_path"):    # staging paths change every run
+        if path_key in pm:
+            pm[path_key] = Path(pm[path_key]).name
+    for cell in nb.cells:
+        cpm = cell.get("metadata", {}).get("papermill")
+        if cpm is not None:
+            for key in VOLATILE_CELL_KEYS:
+                cpm.pop(key, None)
+        cell.get("metadata", {}).pop("execution", None)
+    return nb
+
+
+def first_error(nb: nbformat.NotebookNode) -> str:
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                src = cell.source.strip().splitlines()
+                head = src[0] if src else ""
+                return f"cell {i} ({head[:70]!r}): {out.get('ename')}: {out.get('evalue')}"
+    return "unknown cell"
+
+
+def to_html(ipynb: Path, html: Path) -> None:
+    from nbconvert import HTMLExporter
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
+    html.write_text(body, encoding="utf-8")
+
+
+def replace_entries(staging: Path, final: Path) -> None:
+    """Move each top-level entry of `staging` into `final`, replacing the same name.
+
+    Entries of `final` the run did not produce (another stage's benchmark, say) stay.
+    Called only once the new report is complete, so a failed run changes nothing.
+    """
+    final.mkdir(parents=True, exist_ok=True)
+    for entry in sorted(staging.iterdir()):
+        target = final / entry.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        entry.rename(target)
+
+
+def prepare(chapter: str, out_ipynb: Path, report_dir: Path, overrides: dict | None = None) -> dict:
+    """Write the parameterised (unexecuted) notebook; return the injected parameters."""
+    import papermill as pm
+    section = chapter_section(chapter)
+    params = chapter_params(section, overrides=overrides)      # validated before any work
+    params["report_dir"] = str(report_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / f"{chapter}.ipynb"
+        nbformat.write(read_text_notebook(chapter), src)
+        pm.execute_notebook(str(src), str(out_ipynb), parameters=params, prepare_only=True,
+                            kernel_name=KERNEL, progress_bar=False, cwd=str(ROOT))
+    nb = strip_volatile(nbformat.read(out_ipynb, as_version=4))
+    nbformat.write(nb, out_ipynb)
+    return params
+
+
+def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REPORTS) -> Path:
+    """Execute a chapter into `reports/CHAPTER/`; return that folder."""
+    import papermill as pm
+    section = chapter_section(chapter)
+    params = chapter_params(section, overrides=overrides)      # fails fast on bad params
+    final = reports / chapter
+    reports.mkdir(parents=True, exist_ok=True)
+    staging = reports / f".staging-{chapter}"   # fixed name: the injected path is the same every run
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    try:
+        params["report_dir"] = str(staging.relative_to(ROOT)) if staging.is_relative_to(ROOT) else str(staging)
+        src = staging / f".{chapter}.input.ipynb"
+        out = staging / f"{chapter}.ipynb"
+        nbformat.write(read_text_notebook(chapter), src)
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
+                                progress_bar=False, cwd=str(ROOT), log_output=False)
+        except pm.PapermillExecutionError as e:
+            raise NotebookFailed(f"{chapter}: cell {e.cell_index} (execution count {e.exec_count}) "
+                                 f"failed: {e.ename}: {e.evalue}") from None
+        except Exception as e:
+            if out.exists():
+                raise NotebookFailed(f"{chapter}: {first_error(nbformat.read(out, as_version=4))}") from e
+            raise
+        src.unlink()
+        nb = strip_volatile(nbformat.read(out, as_version=4))
+        nbformat.write(nb, out)
+        to_html(out, staging / f"{chapter}.html")
+        replace_entries(staging, final)
+        print(f"{chapter}: report in {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final} "
+              f"({time.time() - t0:.0f} s)")
+        return final
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("chapters", nargs="+", help=f"one or more of {sorted(SECTIONS)}")
+    ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    ap.add_argument("--prepare-only", metavar="DIR", type=Path,
+                    help="write parameterised notebooks to DIR without executing them")
+    args = ap.parse_args(argv)
+    overrides = {"common": {"scale": args.scale}} if args.scale else None
+    try:
+        for chapter in args.chapters:
+            if args.prepare_only:
+                args.prepare_only.mkdir(parents=True, exist_ok=True)
+                report_dir = args.prepare_only / f"{chapter}_report"
+                prepare(chapter, args.prepare_only / f"{chapter}.ipynb", report_dir, overrides)
+                print(f"{chapter}: prepared {args.prepare_only / (chapter + '.ipynb')}")
+            else:
+                run_chapter(chapter, overrides)
+    except (ParamsError, NotebookFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

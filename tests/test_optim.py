@@ -1,0 +1,218 @@
+"""kexue.optim: AdaX against independent float64 computations (chapter 04)."""
+import copy
+import math
+import re
+
+import pytest
+import torch
+
+from kexue.optim import (AdaX, EMAAdam, adax_log_c, beta2_hat_adafactor, beta2_hat_adam,
+                         beta2_hat_adax, recovery_steps, scale_shift_quadratic)
+
+
+def reference_adax(p0, grads, lr, b1, b2, eps, wd=0.0, decoupled=False):
+    """The DESIGN.md contract, literally, in float64: raw v_t, no rewriting."""
+    p = p0.clone()
+    m = torch.zeros_like(p)
+    v = torch.zeros_like(p)
+    traj = []
+    for t, g_fn in enumerate(grads, start=1):
+        g = g_fn(p)
+        if wd and decoupled:
+            p = p - lr * wd * p
+        elif wd:
+            g = g + wd * p
+        m = b1 * m + (1 - b1) * g
+        v = (1 + b2) * v + b2 * g * g
+        p = p - lr * math.sqrt((1 + b2) ** t - 1) * m / (v.sqrt() + eps)
+        traj.append(p.clone())
+    return traj
+
+
+def grad_field(t):
+    return lambda p: torch.sin(3.0 * p + t) + 0.05 * t * p / (1 + t)
+
+
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
+@pytest.mark.parametrize("eps", [1e-12, 1e-3])
+def test_adax_matches_float64_reference_over_hundreds_of_steps(wd, decoupled, eps):
+    torch.manual_seed(0)
+    p0 = torch.randn(7, 5, dtype=torch.float64)
+    grads = [grad_field(t) for t in range(400)]
+    ref = reference_adax(p0, grads, lr=1e-2, b1=0.9, b2=1e-3, eps=eps, wd=wd, decoupled=decoupled)
+    p = torch.nn.Parameter(p0.clone())
+    opt = AdaX([p], lr=1e-2, betas=(0.9, 1e-3), eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled)
+    for t, g_fn in enumerate(grads):
+        p.grad = g_fn(p.detach())
+        opt.step()
+        torch.testing.assert_close(p.detach(), ref[t], rtol=1e-10, atol=1e-12)
+
+
+def test_weight_decay_modes_differ_and_leave_grad_untouched():
+    p0 = torch.ones(3, dtype=torch.float64)
+    out = {}
+    for decoupled in (False, True):
+        p = torch.nn.Parameter(p0.clone())
+        opt = AdaX([p], lr=0.1, weight_decay=0.5, decoupled_weight_decay=decoupled)
+        g = torch.tensor([1.0, -1.0, 0.0], dtype=torch.float64)
+        p.grad = g.clone()
+        opt.step()
+        assert torch.equal(p.grad, g)            # coupled decay must not write into p.grad
+        out[decoupled] = p.detach().clone()
+    # First step: m = (1-b1) g, v_hat = g^2, so p moves by lr * 0.1 * sign(g) = 0.01 sign(g).
+    # Coupled: g = g + 0.5 p = [1.5, -0.5, 0.5].
+    # Decoupled: p first shrinks by (1 - lr*wd) = 0.95; g = [1, -1, 0] (0 stays 0).
+    torch.testing.assert_close(out[False], torch.tensor([0.99, 1.01, 0.99], dtype=torch.float64))
+    torch.testing.assert_close(out[True], torch.tensor([0.94, 0.96, 0.95], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("b2", [1e-4, 1e-2])
+def test_equals_ema_form_with_adax_schedule_as_eps_vanishes(b2):
+    """The article's equivalence: AdaX = EMA of g^2 with beta2_hat_t = 1 - b2/((1+b2)^t - 1)."""
+    torch.manual_seed(1)
+    p0 = torch.randn(20, dtype=torch.float64)
+    pa, pe = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    adax = AdaX([pa], lr=1e-2, betas=(0.9, b2), eps=0.0)
+    ema = EMAAdam([pe], lr=1e-2, beta1=0.9, beta2_hat=lambda t: beta2_hat_adax(t, b2), eps=0.0,
+                  momentum_bias_correction=False)
+    for t in range(300):
+        g = grad_field(t)(pa.detach())
+        pa.grad, pe.grad = g.clone(), g.clone()
+        adax.step()
+        ema.step()
+    torch.testing.assert_close(pa.detach(), pe.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_ema_form_with_adam_schedule_is_torch_adam():
+    torch.manual_seed(2)
+    p0 = torch.randn(30, dtype=torch.float64)
+    pa, pe = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    adam = torch.optim.Adam([pa], lr=1e-2, betas=(0.9, 0.999), eps=1e-8, foreach=False)
+    ema = EMAAdam([pe], lr=1e-2, beta1=0.9, beta2_hat=lambda t: beta2_hat_adam(t, 0.999), eps=1e-8)
+    for t in range(300):
+        g = grad_field(t)(pa.detach())
+        pa.grad, pe.grad = g.clone(), g.clone()
+        adam.step()
+        ema.step()
+    torch.testing.assert_close(pa.detach(), pe.detach(), rtol=1e-9, atol=1e-11)
+
+
+def test_schedule_limits():
+    for f in (lambda t: beta2_hat_adam(t, 0.999), lambda t: beta2_hat_adax(t, 1e-4),
+              lambda t: beta2_hat_adafactor(t, 0.8)):
+        assert f(1) == pytest.approx(0.0, abs=1e-12)
+    assert beta2_hat_adam(1e9, 0.999) == pytest.approx(0.999, abs=1e-12)
+    assert beta2_hat_adax(1e8, 1e-4) == 1.0
+    assert beta2_hat_adafactor(1e12, 0.8) == pytest.approx(1.0, abs=1e-9)
+    # Monotone from 0 to the limit.
+    ts = [1, 2, 5, 10, 100, 1e4, 1e5]
+    for f in (beta2_hat_adam, beta2_hat_adax, beta2_hat_adafactor):
+        vals = [f(t) for t in ts]
+        assert all(a <= b for a, b in zip(vals, vals[1:]))
+
+
+def test_log_c_matches_direct_formula_and_survives_overflow():
+    for t in (1, 2, 10, 1000, 123456):
+        for b2 in (1e-4, 0.01, 0.3):
+            try:
+                direct = (1 + b2) ** t - 1
+            except OverflowError:
+                continue
+            if math.isfinite(direct):
+                assert adax_log_c(t, b2) == pytest.approx(math.log(direct), rel=1e-12)
+    big = adax_log_c(1e8, 1e-4)
+    assert math.isfinite(big) and big == pytest.approx(1e8 * math.log1p(1e-4), rel=1e-12)
+
+
+def test_adax_schedule_early_is_running_mean():
+    """For t << 1/b2, c_t ~ b2 t, so 1 - beta2_hat ~ 1/t (the derivation's remark)."""
+    for t in (2, 10, 100):
+        assert (1 - beta2_hat_adax(t, 1e-6)) * t == pytest.approx(1.0, rel=1e-3)
+
+
+def test_state_dict_round_trip_resumes_identically():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    x, y = torch.randn(64, 4), torch.randn(64, 1)
+
+    def train(model, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+
+    opt = AdaX(model.parameters(), lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True)
+    train(model, opt, 20)
+    saved_model = {k: v.clone() for k, v in model.state_dict().items()}
+    saved_opt = copy.deepcopy(opt.state_dict())   # state_dict() holds references to live state
+    train(model, opt, 30)
+    expected = [p.detach().clone() for p in model.parameters()]
+
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+    model2.load_state_dict(saved_model)
+    opt2 = AdaX(model2.parameters(), lr=1e-2, weight_decay=1e-3, decoupled_weight_decay=True)
+    opt2.load_state_dict(saved_opt)
+    assert opt2.state_dict()["state"][0]["step"] == 20
+    train(model2, opt2, 30)
+    for a, b in zip(expected, model2.parameters()):
+        assert torch.equal(a, b.detach())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_huge_step_counts_stay_finite(dtype):
+    p = torch.nn.Parameter(torch.ones(5, dtype=dtype))
+    never = torch.nn.Parameter(torch.ones(2, dtype=dtype))   # gradient always zero
+    opt = AdaX([p, never], lr=1e-3)
+    for t in (10**8 - 1, 10**8, 10**8 + 1):
+        for q in (p, never):
+            q.grad = torch.zeros_like(q) if q is never else torch.full_like(q, 0.3)
+        if t == 10**8 - 1:
+            opt.step()
+            for q in (p, never):
+                opt.state[q]["step"] = t
+        else:
+            opt.step()
+    assert opt.state[p]["step"] == 10**8 + 1
+    assert torch.isfinite(p).all() and torch.isfinite(never).all()
+    assert torch.equal(never.detach(), torch.ones(2, dtype=dtype))
+    # With a constant gradient, v_hat = g^2 exactly and the step is lr * m / |g|.
+    torch.testing.assert_close(opt.state[p]["exp_avg_sq_hat"], torch.full_like(p, 0.09))
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"lr": -1.0}, "lr"), ({"lr": float("nan")}, "lr"), ({"betas": (1.0, 1e-4)}, "betas[0]"),
+    ({"betas": (0.9, 0.0)}, "betas[1]"), ({"betas": (0.9, -1e-4)}, "betas[1]"),
+    ({"eps": -1e-8}, "eps"), ({"weight_decay": -0.1}, "weight_decay"), ({"betas": (0.9,)}, "betas"),
+])
+def test_bad_hyperparameters_raise_naming_the_value(kwargs, name):
+    with pytest.raises(ValueError, match=rf"invalid {re.escape(name)}="):
+        AdaX([torch.nn.Parameter(torch.ones(1))], **kwargs)
+
+
+def test_params_without_grad_are_skipped_and_steps_counted_per_parameter():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = AdaX([a, b], lr=0.1)
+    a.grad = torch.ones(2)
+    opt.step()
+    a.grad, b.grad = torch.ones(2), torch.ones(2)
+    opt.step()
+    assert opt.state[a]["step"] == 2 and opt.state[b]["step"] == 1
+    # First step of b: m = 0.1 g, v_hat = g^2 -> moves by lr * 0.1.
+    torch.testing.assert_close(b.detach(), torch.full((2,), 1 - 0.1 * 0.1))
+
+
+def test_recovery_steps_on_hand_built_series():
+    u = torch.cat([torch.ones(100), torch.full((30,), 10.0), torch.ones(100)])
+    # Window mean falls within 2x of 1 once at most 5 of its 50 values are 10 (mean <= 1.9).
+    assert recovery_steps(u, 100, window=50) == 25
+    assert recovery_steps(torch.cat([torch.ones(100), torch.full((100,), 10.0)]), 100) == -1
+
+
+def test_scale_shift_quadratic_is_scale_free_for_sign_like_updates():
+    """Adam with beta1 = beta2 = 0 is sign descent: its step does not depend on the gradient
+    scale, so the step size is the same on both sides of the switch."""
+    r = scale_shift_quadratic(lambda ps: torch.optim.Adam(ps, lr=1e-3, betas=(0.0, 0.0)), 400, 100.0)
+    u = r["update_norm"]
+    assert u[150:200].mean() / u[200:250].mean() == pytest.approx(1.0, rel=1e-6)
+    assert recovery_steps(u, 200) == 0
+
