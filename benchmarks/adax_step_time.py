@@ -4,7 +4,7 @@ Same parameters, same (fixed, random) gradients; only `opt.step()` is timed.
 Rounds alternate between the optimizers so that drift in machine speed hits
 both alike; the figure reported is the median over rounds of the per-step time.
 
-    python benchmarks/adax_step_time.py --out reports/04_adax_benchmark
+    python benchmarks/adax_step_time.py --out reports/04_adax
 """
 from __future__ import annotations
 
@@ -34,8 +34,10 @@ def transformer_shaped(d: int = 384, blocks: int = 6) -> nn.Module:
 
 OPTIMIZERS = {
     "Adam(foreach=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
-    "AdaX": lambda ps: AdaX(ps, lr=1e-3),
-    "AdaX-W": lambda ps: AdaX(ps, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
+    "AdaX (default: foreach on CUDA, per tensor on CPU)": lambda ps: AdaX(ps, lr=1e-3),
+    "AdaX(foreach=True)": lambda ps: AdaX(ps, lr=1e-3, foreach=True),
+    "AdaX(foreach=False)": lambda ps: AdaX(ps, lr=1e-3, foreach=False),
+    "AdaX-W (default)": lambda ps: AdaX(ps, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),
     "Adam(foreach=False)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=False),
     "EMAAdam(AdaX schedule), per-tensor loop": lambda ps: EMAAdam(
         ps, lr=1e-3, beta2_hat=lambda t: beta2_hat_adax(t, 1e-4), momentum_bias_correction=False),

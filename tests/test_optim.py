@@ -33,19 +33,40 @@ def grad_field(t):
     return lambda p: torch.sin(3.0 * p + t) + 0.05 * t * p / (1 + t)
 
 
+@pytest.mark.parametrize("foreach", [True, False])
 @pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
 @pytest.mark.parametrize("eps", [1e-12, 1e-3])
-def test_adax_matches_float64_reference_over_hundreds_of_steps(wd, decoupled, eps):
+def test_adax_matches_float64_reference_over_hundreds_of_steps(wd, decoupled, eps, foreach):
     torch.manual_seed(0)
-    p0 = torch.randn(7, 5, dtype=torch.float64)
+    p0 = [torch.randn(7, 5, dtype=torch.float64), torch.randn(3, dtype=torch.float64)]
     grads = [grad_field(t) for t in range(400)]
-    ref = reference_adax(p0, grads, lr=1e-2, b1=0.9, b2=1e-3, eps=eps, wd=wd, decoupled=decoupled)
-    p = torch.nn.Parameter(p0.clone())
-    opt = AdaX([p], lr=1e-2, betas=(0.9, 1e-3), eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled)
+    refs = [reference_adax(q, grads, lr=1e-2, b1=0.9, b2=1e-3, eps=eps, wd=wd, decoupled=decoupled) for q in p0]
+    ps = [torch.nn.Parameter(q.clone()) for q in p0]
+    opt = AdaX(ps, lr=1e-2, betas=(0.9, 1e-3), eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled,
+               foreach=foreach)
     for t, g_fn in enumerate(grads):
-        p.grad = g_fn(p.detach())
+        for p in ps:
+            p.grad = g_fn(p.detach())
         opt.step()
-        torch.testing.assert_close(p.detach(), ref[t], rtol=1e-10, atol=1e-12)
+        for p, ref in zip(ps, refs):
+            torch.testing.assert_close(p.detach(), ref[t], rtol=1e-10, atol=1e-12)
+
+
+def test_foreach_and_per_tensor_paths_agree_bitwise_in_float32():
+    torch.manual_seed(4)
+    shapes = [(16, 8), (8,), (3, 3, 2)]
+    runs = []
+    for foreach in (True, False):
+        ps = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+        opt = AdaX(ps, lr=1e-2, weight_decay=1e-2, foreach=foreach)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(50):
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        runs.append([p.detach() for p in ps])
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_weight_decay_modes_differ_and_leave_grad_untouched():

@@ -80,12 +80,18 @@ class AdaX(Optimizer):
 
     State per parameter: `step` (int), `exp_avg` ($m_t$) and `exp_avg_sq_hat`
     ($\hat v_t = v_t/c_t$, bounded by the largest $g^2$ seen, so finite for
-    any $t$). The update runs with `torch._foreach_*` kernels over all
-    parameters that share a step count and device, as `Adam(foreach=True)` does.
+    any $t$).
+
+    `foreach`: update all parameters that share a step count, device and dtype
+    with one `torch._foreach_*` call per operation (fewer kernel launches on a
+    GPU), or tensor by tensor (on a CPU each tensor then stays in cache across
+    the six operations; `benchmarks/adax_step_time.py` measured this 2x faster
+    for 10M parameters on 2 cores). `None` picks foreach on CUDA only.
     """
 
     def __init__(self, params, lr: float = 1.5e-3, betas: tuple[float, float] = (0.9, 1e-4),
-                 eps: float = 1e-12, weight_decay: float = 0.0, decoupled_weight_decay: bool = False):
+                 eps: float = 1e-12, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
+                 foreach: bool | None = None):
         lr = float(lr)
         _check("lr", lr, math.isfinite(lr) and lr >= 0.0, "a finite number >= 0")
         if len(betas) != 2:
@@ -100,7 +106,7 @@ class AdaX(Optimizer):
         _check("weight_decay", weight_decay, math.isfinite(weight_decay) and weight_decay >= 0.0,
                "a finite number >= 0")
         defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=bool(decoupled_weight_decay))
+                        decoupled_weight_decay=bool(decoupled_weight_decay), foreach=foreach)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -131,27 +137,34 @@ class AdaX(Optimizer):
             state["step"] += 1
             buckets[(state["step"], p.device, p.dtype)].append(p)
 
-        for (t, _, dtype), params in buckets.items():
-            grads = [p.grad for p in params]
-            m = [self.state[p]["exp_avg"] for p in params]
-            v_hat = [self.state[p]["exp_avg_sq_hat"] for p in params]
-            if wd != 0.0:
-                if decoupled:                      # AdaX-W: p <- (1 - lr*wd) p
-                    torch._foreach_mul_(params, 1.0 - lr * wd)
-                else:                              # AdaX: g <- g + wd*p (p.grad is left untouched)
-                    grads = torch._foreach_add(grads, params, alpha=wd)
-            log_c = adax_log_c(t, b2)
-            w = math.exp(math.log(b2) - log_c)     # 1 - beta2_hat_t = b2 / c_t, in (0, 1]
-            # eps/sqrt(c_t) underflows to 0 for huge t; a floor of `tiny` keeps 0/0 -> 0
-            # for parameters whose gradient has always been zero.
-            eps_t = max(eps * math.exp(-0.5 * log_c), torch.finfo(dtype).tiny)
+        for (t, device, dtype), bucket in buckets.items():
+            foreach = group["foreach"] if group["foreach"] is not None else device.type == "cuda"
+            for params in [bucket] if foreach else [[p] for p in bucket]:
+                self._update(params, t, dtype, lr, b1, b2, eps, wd, decoupled)
 
-            torch._foreach_lerp_(m, grads, 1.0 - b1)           # m = b1 m + (1-b1) g
-            torch._foreach_mul_(v_hat, 1.0 - w)                # v_hat = (1-w) v_hat + w g^2
-            torch._foreach_addcmul_(v_hat, grads, grads, value=w)
-            denom = torch._foreach_sqrt(v_hat)
-            torch._foreach_add_(denom, eps_t)
-            torch._foreach_addcdiv_(params, m, denom, value=-lr)
+    def _update(self, params: list[torch.Tensor], t: int, dtype: torch.dtype, lr: float, b1: float,
+                b2: float, eps: float, wd: float, decoupled: bool) -> None:
+        """One AdaX step of `params` (all at step `t`), written with foreach ops."""
+        grads = [p.grad for p in params]
+        m = [self.state[p]["exp_avg"] for p in params]
+        v_hat = [self.state[p]["exp_avg_sq_hat"] for p in params]
+        if wd != 0.0:
+            if decoupled:                      # AdaX-W: p <- (1 - lr*wd) p
+                torch._foreach_mul_(params, 1.0 - lr * wd)
+            else:                              # AdaX: g <- g + wd*p (p.grad is left untouched)
+                grads = torch._foreach_add(grads, params, alpha=wd)
+        log_c = adax_log_c(t, b2)
+        w = math.exp(math.log(b2) - log_c)     # 1 - beta2_hat_t = b2 / c_t, in (0, 1]
+        # eps/sqrt(c_t) underflows to 0 for huge t; a floor of `tiny` keeps 0/0 -> 0
+        # for parameters whose gradient has always been zero.
+        eps_t = max(eps * math.exp(-0.5 * log_c), torch.finfo(dtype).tiny)
+
+        torch._foreach_lerp_(m, grads, 1.0 - b1)           # m = b1 m + (1-b1) g
+        torch._foreach_mul_(v_hat, 1.0 - w)                # v_hat = (1-w) v_hat + w g^2
+        torch._foreach_addcmul_(v_hat, grads, grads, value=w)
+        denom = torch._foreach_sqrt(v_hat)
+        torch._foreach_add_(denom, eps_t)
+        torch._foreach_addcdiv_(params, m, denom, value=-lr)
 
 
 class EMAAdam(Optimizer):

@@ -113,7 +113,7 @@ def write_index(reports: Path, chapters: dict[str, str]) -> Path:
                 parts.append(f"<h3>{html.escape(table.stem)}</h3>" + pd.read_csv(table).to_html(index=False))
         for fig in sorted((d / "figures").glob("*.png")):
             parts.append(f"<h3>{html.escape(fig.stem)}</h3><img src='{chapter}/figures/{fig.name}' width='800'>")
-        bench = reports / f"{chapter}_benchmark" / "benchmark.json"
+        bench = d / "benchmark.json"
         if bench.exists():
             b = json.loads(bench.read_text())
             parts.append(f"<h3>benchmark ({html.escape(b['device'])})</h3>")
