@@ -34,7 +34,7 @@ def transformer_shaped(d: int = 384, blocks: int = 6) -> nn.Module:
 
 OPTIMIZERS = {
     "Adam(foreach=True)": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
-    "AdaX (default: foreach on CUDA, per tensor on CPU)": lambda ps: AdaX(ps, lr=1e-3),
+    "AdaX (default: foreach; on CPU in 1 MiB chunks)": lambda ps: AdaX(ps, lr=1e-3),
     "AdaX(foreach=True)": lambda ps: AdaX(ps, lr=1e-3, foreach=True),
     "AdaX(foreach=False)": lambda ps: AdaX(ps, lr=1e-3, foreach=False),
     "AdaX-W (default)": lambda ps: AdaX(ps, lr=1e-3, weight_decay=1e-2, decoupled_weight_decay=True),

@@ -33,7 +33,7 @@ def grad_field(t):
     return lambda p: torch.sin(3.0 * p + t) + 0.05 * t * p / (1 + t)
 
 
-@pytest.mark.parametrize("foreach", [True, False])
+@pytest.mark.parametrize("foreach", [True, False, None])
 @pytest.mark.parametrize("wd,decoupled", [(0.0, False), (0.1, False), (0.1, True)])
 @pytest.mark.parametrize("eps", [1e-12, 1e-3])
 def test_adax_matches_float64_reference_over_hundreds_of_steps(wd, decoupled, eps, foreach):
@@ -56,7 +56,7 @@ def test_foreach_and_per_tensor_paths_agree_bitwise_in_float32():
     torch.manual_seed(4)
     shapes = [(16, 8), (8,), (3, 3, 2)]
     runs = []
-    for foreach in (True, False):
+    for foreach in (True, False, None):
         ps = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
         opt = AdaX(ps, lr=1e-2, weight_decay=1e-2, foreach=foreach)
         g = torch.Generator().manual_seed(0)
@@ -65,8 +65,18 @@ def test_foreach_and_per_tensor_paths_agree_bitwise_in_float32():
                 p.grad = torch.randn(p.shape, generator=g)
             opt.step()
         runs.append([p.detach() for p in ps])
-    for a, b in zip(*runs):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_cpu_chunks_group_small_tensors_and_isolate_large_ones():
+    ps = [torch.nn.Parameter(torch.zeros(n)) for n in (10, 20, AdaX.CPU_CHUNK, 5, AdaX.CPU_CHUNK - 5, 1)]
+    opt = AdaX(ps)
+    sizes = [[p.numel() for p in c] for c in opt._chunks(ps, None, torch.device("cpu"))]
+    assert sizes == [[10, 20], [AdaX.CPU_CHUNK], [5, AdaX.CPU_CHUNK - 5], [1]]
+    assert len(opt._chunks(ps, True, torch.device("cpu"))) == 1
+    assert len(opt._chunks(ps, False, torch.device("cpu"))) == 6
 
 
 def test_weight_decay_modes_differ_and_leave_grad_untouched():

@@ -1,7 +1,8 @@
 """Project paths, `params.yaml` validation, scales, device and seeding.
 
 Every chapter reads its parameters through `chapter_params(section)`: the
-`common` section plus the chapter's own, validated against the schema below,
+`common` section plus the chapter's own, validated against its schema (a
+dataclass beside the chapter's code, found through `kexue.chapters`),
 with the scale preset of `scales.yaml` applied on top when
 `common.scale` is not `default`.
 """
@@ -41,27 +42,15 @@ class Common:
     threads: int = p(2, lo=1, hi=256, doc="torch CPU threads (fixed so CPU runs repeat exactly)")
 
 
-@dataclass
-class Adax:
-    lr: float = p(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
-    beta1: float = p(0.9, lo=0.0, hi=0.999999)
-    beta2: float = p(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
-    adam_lr: float = p(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
-    sgd_lr: float = p(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
-    weight_decay: float = p(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
-    decoupled_weight_decay: float = p(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
-    adafactor_c: float = p(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
-    n_seeds: int = p(3, lo=1, hi=100)
-    epochs: int = p(3, lo=1, hi=1000)
-    train_size: int = p(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
-    test_size: int = p(5000, lo=64, hi=10000)
-    batch_size: int = p(128, lo=1, hi=60000)
-    width: int = p(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
-    memory_steps: int = p(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
-    memory_factor: float = p(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
-
-
-SCHEMA: dict[str, type] = {"common": Common, "adax": Adax}
+def schema() -> dict[str, type]:
+    """`common` plus each chapter's parameter dataclass (kexue.chapters registry)."""
+    import importlib
+    from .chapters import CHAPTERS
+    out: dict[str, type] = {"common": Common}
+    for section, target in CHAPTERS.values():
+        module, name = target.split(":")
+        out[section] = getattr(importlib.import_module(module), name)
+    return out
 
 
 class ParamsError(ValueError):
@@ -94,12 +83,13 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
 
 def validate_section(section: str, values: dict | None) -> dict:
     """Check one section against its schema; return it complete (defaults filled in)."""
-    if section not in SCHEMA:
-        raise ParamsError(f"unknown params section {section!r}; known: {sorted(SCHEMA)}")
+    schemas = schema()
+    if section not in schemas:
+        raise ParamsError(f"unknown params section {section!r}; known: {sorted(schemas)}")
     values = values or {}
     if not isinstance(values, dict):
         raise ParamsError(f"params section {section!r} must be a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(SCHEMA[section])}
+    fields = {f.name: f for f in dataclasses.fields(schemas[section])}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ParamsError(f"unknown key {section}.{unknown[0]}={values[unknown[0]]!r}; "
@@ -120,10 +110,11 @@ def load_yaml(path: Path) -> dict:
 
 def validate_params(params: dict, scales: dict | None = None) -> dict:
     """Validate a whole params mapping (every section), and the scale presets."""
-    unknown = sorted(set(params) - set(SCHEMA))
+    sections = schema()
+    unknown = sorted(set(params) - set(sections))
     if unknown:
-        raise ParamsError(f"unknown params section {unknown[0]!r}; known: {sorted(SCHEMA)}")
-    out = {s: validate_section(s, params.get(s)) for s in SCHEMA}
+        raise ParamsError(f"unknown params section {unknown[0]!r}; known: {sorted(sections)}")
+    out = {s: validate_section(s, params.get(s)) for s in sections}
     for section, presets in (scales or {}).items():
         for scale, overrides in (presets or {}).items():
             if scale not in SCALES or scale == "default":

@@ -23,13 +23,17 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch.optim import Optimizer
 
+from .config import p
+
 __all__ = [
     "AdaX",
+    "AdaxParams",
     "EMAAdam",
     "adax_log_c",
     "beta2_hat_adam",
@@ -82,12 +86,16 @@ class AdaX(Optimizer):
     ($\hat v_t = v_t/c_t$, bounded by the largest $g^2$ seen, so finite for
     any $t$).
 
-    `foreach`: update all parameters that share a step count, device and dtype
-    with one `torch._foreach_*` call per operation (fewer kernel launches on a
-    GPU), or tensor by tensor (on a CPU each tensor then stays in cache across
-    the six operations; `benchmarks/adax_step_time.py` measured this 2x faster
-    for 10M parameters on 2 cores). `None` picks foreach on CUDA only.
+    `foreach`: `True` updates all parameters that share a step count, device and
+    dtype with one `torch._foreach_*` call per operation (fewest kernel launches:
+    best on a GPU); `False` goes tensor by tensor. `None` (default) is `True` on
+    CUDA and, on a CPU, foreach over chunks of at most `CPU_CHUNK` elements:
+    small tensors share a call, and a chunk stays in cache across the six
+    operations (`benchmarks/adax_step_time.py`: about 2x faster than one
+    foreach call over 10M parameters on 2 cores).
     """
+
+    CPU_CHUNK = 1 << 18   # elements (1 MiB of float32)
 
     def __init__(self, params, lr: float = 1.5e-3, betas: tuple[float, float] = (0.9, 1e-4),
                  eps: float = 1e-12, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
@@ -138,9 +146,22 @@ class AdaX(Optimizer):
             buckets[(state["step"], p.device, p.dtype)].append(p)
 
         for (t, device, dtype), bucket in buckets.items():
-            foreach = group["foreach"] if group["foreach"] is not None else device.type == "cuda"
-            for params in [bucket] if foreach else [[p] for p in bucket]:
+            for params in self._chunks(bucket, group["foreach"], device):
                 self._update(params, t, dtype, lr, b1, b2, eps, wd, decoupled)
+
+    def _chunks(self, params: list[torch.Tensor], foreach: bool | None, device: torch.device):
+        if foreach is False:
+            return [[p] for p in params]
+        if foreach is True or device.type == "cuda":
+            return [params]
+        chunks, size = [[]], 0
+        for p in params:
+            if chunks[-1] and size + p.numel() > self.CPU_CHUNK:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(p)
+            size += p.numel()
+        return chunks
 
     def _update(self, params: list[torch.Tensor], t: int, dtype: torch.dtype, lr: float, b1: float,
                 b2: float, eps: float, wd: float, decoupled: bool) -> None:
@@ -258,3 +279,27 @@ def recovery_steps(update_norm: torch.Tensor, switch: int, window: int = 50, tol
     ok = ((smooth / ref) <= tolerance) & ((smooth / ref) >= 1.0 / tolerance)
     idx = torch.nonzero(ok)
     return int(idx[0]) if len(idx) else -1
+
+
+# --- chapter 04 experiment parameters (params.yaml `adax`) ---
+
+@dataclass
+class AdaxParams:
+    """params.yaml `adax`: the chapter-04 experiments (validated by kexue.config)."""
+
+    lr: float = p(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
+    beta1: float = p(0.9, lo=0.0, hi=0.999999)
+    beta2: float = p(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
+    adam_lr: float = p(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
+    sgd_lr: float = p(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
+    weight_decay: float = p(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
+    decoupled_weight_decay: float = p(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
+    adafactor_c: float = p(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
+    n_seeds: int = p(3, lo=1, hi=100)
+    epochs: int = p(3, lo=1, hi=1000)
+    train_size: int = p(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
+    test_size: int = p(5000, lo=64, hi=10000)
+    batch_size: int = p(128, lo=1, hi=60000)
+    width: int = p(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
+    memory_steps: int = p(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
+    memory_factor: float = p(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")

@@ -23,14 +23,13 @@ from pathlib import Path
 import jupytext
 import nbformat
 
+from .chapters import CHAPTERS
 from .config import ROOT, ParamsError, chapter_params
 
 NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
 KERNEL = "python3"
-SECTIONS = {  # chapter -> params section (DESIGN.md, "Chapters")
-    "04_adax": "adax",
-}
+SECTIONS = {chapter: section for chapter, (section, _) in CHAPTERS.items()}
 VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "status", "exception")
 
 

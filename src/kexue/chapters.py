@@ -1,0 +1,10 @@
+"""The chapter registry: stage name -> (params section, parameter schema).
+
+A registry only: no stage lists this file as a dependency, so adding a chapter
+here does not make the other chapters' reports stale. Each schema is a
+dataclass next to the chapter's implementation (fields made with
+`kexue.config.p`: default, range or choices, meaning).
+"""
+CHAPTERS = {
+    "04_adax": ("adax", "kexue.optim:AdaxParams"),
+}

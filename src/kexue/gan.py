@@ -1,0 +1,227 @@
+r"""A GAN trained with one loss through stop-gradient (chapter 01).
+
+Derived in `notebooks/01_single_loss_gan.py`; seed article kexue.fm/archives/6387.
+
+Hinge GAN in the article's sign convention (D is *low* on real data):
+
+$$L_D = \mathbb E_x[\max(0, 1 + D(x))] + \mathbb E_z[\max(0, 1 - D(G(z)))],\qquad
+  L_G = \mathbb E_z[D(G(z))].$$
+
+The single loss (notebook section 2), with $\mathrm{sg}$ = stop-gradient (`detach`):
+
+$$L = \mathbb E_x[\max(0, 1 + D(x))] + \mathbb E_z[\max(0, 1 - D(\mathrm{sg}\,G(z)))]
+      + \lambda\,\mathbb E_z[D(G(z)) - D(\mathrm{sg}\,G(z))],$$
+
+whose value is $L_D$ and whose gradient is $(\nabla_D L_D,\ \lambda\nabla_G L_G)$.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
+
+METHODS = ("single", "alternating", "simultaneous")
+
+
+# --- losses (notebook section 1) ---
+
+def hinge_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """$L_D$: mean relu(1 + D(x)) + mean relu(1 - D(G(z)))."""
+    return F.relu(1 + d_real).mean() + F.relu(1 - d_fake).mean()
+
+
+def hinge_g_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """$L_G$: mean D(G(z))."""
+    return d_fake.mean()
+
+
+def hinge_single_loss(discriminator: nn.Module, generator: nn.Module, x_real: torch.Tensor,
+                      z: torch.Tensor, lam: float = 1.0, batched: bool = True) -> torch.Tensor:
+    r"""The single loss of notebook section 2 (DESIGN.md contract).
+
+    `batched=True` evaluates D once on `[x_real, sg(G(z)), G(z)]`: exact when D
+    treats samples independently (no BatchNorm in training mode), and one
+    forward instead of three. `batched=False` runs three separate forwards.
+    """
+    fake = generator(z)                                   # [B, ...]
+    fake_sg = fake.detach()                               # sg(G(z)): same values, no path to G
+    if batched:
+        d = discriminator(torch.cat([x_real, fake_sg, fake])).reshape(-1)   # [n_real + 2B]
+        d_real, d_fake_sg, d_fake = d.split([len(x_real), len(fake), len(fake)])
+    else:
+        d_real, d_fake_sg, d_fake = (discriminator(t).reshape(-1) for t in (x_real, fake_sg, fake))
+    # lam * (D(G) - D(sg G)) is 0 in value; its gradient is (0, lam * grad_G L_G).
+    return hinge_d_loss(d_real, d_fake_sg) + lam * (d_fake.mean() - d_fake_sg.mean())
+
+
+# --- one training step, three ways (notebook section 3) ---
+
+class GANTrainer:
+    r"""One D+G update per `step(x_real, z)`, by one of three methods.
+
+    * `single`: one optimizer over D and G, one backward of `hinge_single_loss`.
+      Simultaneous: both gradients at the same (D, G).
+    * `simultaneous`: two optimizers; $\nabla_D L_D$ and $\nabla_G L_G$ at the same
+      (D, G), G's learning rate `lam` times D's (the single loss's SGD equivalent).
+    * `alternating`: two optimizers; a D step, then a G step against the *updated* D
+      (1:1, the usual GAN loop), G's learning rate `lam` times D's.
+
+    `make_optimizer(params, lr)` builds an optimizer (e.g. Adam with fixed betas).
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, method: str,
+                 make_optimizer: Callable[[list, float], torch.optim.Optimizer], lr: float,
+                 lam: float = 1.0, batched: bool = True):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+        if not lam > 0:
+            raise ValueError(f"invalid lam={lam!r}: must be > 0")
+        self.G, self.D, self.method, self.lam, self.batched = generator, discriminator, method, lam, batched
+        self.d_params, self.g_params = list(discriminator.parameters()), list(generator.parameters())
+        if method == "single":
+            self.opt = make_optimizer(self.d_params + self.g_params, lr)
+        else:
+            self.opt_d = make_optimizer(self.d_params, lr)
+            self.opt_g = make_optimizer(self.g_params, lam * lr)
+
+    def step(self, x_real: torch.Tensor, z: torch.Tensor) -> dict[str, float]:
+        return getattr(self, f"_{self.method}")(x_real, z)
+
+    def _single(self, x_real, z):
+        self.opt.zero_grad(set_to_none=True)
+        loss = hinge_single_loss(self.D, self.G, x_real, z, self.lam, self.batched)
+        loss.backward()
+        self.opt.step()
+        return {"d_loss": loss.item()}
+
+    def _simultaneous(self, x_real, z):
+        fake = self.G(z)
+        d_real, d_fake = self.D(torch.cat([x_real, fake])).reshape(-1).split([len(x_real), len(fake)])
+        d_loss, g_loss = hinge_d_loss(d_real, d_fake), hinge_g_loss(d_fake)
+        # Gradients w.r.t. D's weights do not depend on whether G(z) is detached.
+        d_grads = torch.autograd.grad(d_loss, self.d_params, retain_graph=True)
+        g_grads = torch.autograd.grad(g_loss, self.g_params)
+        for p, g in zip(self.d_params + self.g_params, d_grads + g_grads):
+            p.grad = g
+        self.opt_d.step()
+        self.opt_g.step()
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+    def _alternating(self, x_real, z):
+        # D step: G's output is a constant.
+        with torch.no_grad():
+            fake = self.G(z)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_real, d_fake = self.D(torch.cat([x_real, fake])).reshape(-1).split([len(x_real), len(fake)])
+        d_loss = hinge_d_loss(d_real, d_fake)
+        d_loss.backward()
+        self.opt_d.step()
+        # G step against the updated D; D's weights need no gradient here.
+        for p in self.d_params:
+            p.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        g_loss = hinge_g_loss(self.D(self.G(z)).reshape(-1))
+        g_loss.backward()
+        self.opt_g.step()
+        for p in self.d_params:
+            p.requires_grad_(True)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item()}
+
+
+# --- networks ---
+
+class MLPGenerator(nn.Module):
+    """z [B, z_dim] -> x [B, 2]; for the 2-D benchmarks."""
+
+    def __init__(self, z_dim: int = 2, hidden: int = 128, out_dim: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(z_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, z):
+        return self.net(z)
+
+
+class MLPDiscriminator(nn.Module):
+    """x [B, 2] -> score [B, 1]; no batch coupling, so the batched single loss is exact."""
+
+    def __init__(self, in_dim: int = 2, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                                 nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(hidden, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class DCGenerator(nn.Module):
+    """DCGAN-style generator for 28x28 grey images in [-1, 1] (BatchNorm in G only)."""
+
+    def __init__(self, z_dim: int = 64, width: int = 64):
+        super().__init__()
+        self.width = width
+        self.fc = nn.Sequential(nn.Linear(z_dim, 2 * width * 7 * 7), nn.BatchNorm1d(2 * width * 7 * 7), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),   # [B, w, 14, 14]
+            nn.ConvTranspose2d(width, 1, 4, 2, 1), nn.Tanh())                                  # [B, 1, 28, 28]
+
+    def forward(self, z):
+        return self.net(self.fc(z).view(len(z), 2 * self.width, 7, 7))
+
+
+class DCDiscriminator(nn.Module):
+    """DCGAN-style discriminator without BatchNorm (samples stay independent)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2),              # [B, w, 14, 14]
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2),      # [B, 2w, 7, 7]
+            nn.Flatten(), nn.Linear(2 * width * 7 * 7, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# --- the Dirac-GAN (notebook section 4) ---
+
+class DiracGenerator(nn.Module):
+    """G(z) = theta for every z: one parameter, outputs [B, 1]."""
+
+    def __init__(self, theta: float):
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor([theta], dtype=torch.float64))
+
+    def forward(self, z):
+        return self.theta.expand(len(z), 1)
+
+
+class DiracDiscriminator(nn.Module):
+    """D(x) = psi * x: one parameter."""
+
+    def __init__(self, psi: float):
+        super().__init__()
+        self.psi = nn.Parameter(torch.tensor([psi], dtype=torch.float64))
+
+    def forward(self, x):
+        return self.psi * x
+
+
+def dirac_trajectory(method: str, steps: int, lr: float, theta0: float = 0.5, psi0: float = 0.5,
+                     optimizer: str = "sgd") -> torch.Tensor:
+    """[steps + 1, 2] trajectory of (theta, psi) for the Dirac-GAN (real data at 0)."""
+    G, D = DiracGenerator(theta0), DiracDiscriminator(psi0)
+    make = {"sgd": lambda ps, lr_: torch.optim.SGD(ps, lr=lr_),
+            "adam": lambda ps, lr_: torch.optim.Adam(ps, lr=lr_, betas=(0.5, 0.999))}[optimizer]
+    trainer = GANTrainer(G, D, method, make, lr)
+    x, z = torch.zeros(1, 1, dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64)
+    out = [torch.cat([G.theta, D.psi]).detach().clone()]
+    for _ in range(steps):
+        trainer.step(x, z)
+        out.append(torch.cat([G.theta, D.psi]).detach().clone())
+    return torch.stack(out)

@@ -1,0 +1,144 @@
+"""kexue.gan: the single loss against separately computed D and G steps, in float64."""
+import copy
+
+import pytest
+import torch
+
+from kexue.gan import (GANTrainer, MLPDiscriminator, MLPGenerator, dirac_trajectory, hinge_d_loss,
+                       hinge_g_loss, hinge_single_loss)
+
+
+def nets(seed=0):
+    torch.manual_seed(seed)
+    G = MLPGenerator(z_dim=3, hidden=16).double()
+    D = MLPDiscriminator(hidden=16).double()
+    x = torch.randn(10, 2, dtype=torch.float64)
+    z = torch.randn(7, 3, dtype=torch.float64)
+    return G, D, x, z
+
+
+def grads_of(loss, params):
+    return torch.autograd.grad(loss, params, allow_unused=True)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+@pytest.mark.parametrize("lam", [1.0, 0.3, 4.0])
+def test_single_loss_gradient_is_d_step_for_d_and_lam_g_step_for_g(lam, batched):
+    G, D, x, z = nets()
+    dp, gp = list(D.parameters()), list(G.parameters())
+    single = hinge_single_loss(D, G, x, z, lam=lam, batched=batched)
+    got = grads_of(single, dp + gp)
+    # Reference: the D step (G frozen) and the G step (D frozen), each its own autograd call.
+    d_loss = hinge_d_loss(D(x).reshape(-1), D(G(z).detach()).reshape(-1))
+    ref_d = grads_of(d_loss, dp)
+    ref_g = grads_of(hinge_g_loss(D(G(z)).reshape(-1)), gp)
+    for a, b in zip(got[:len(dp)], ref_d):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    for a, b in zip(got[len(dp):], ref_g):
+        torch.testing.assert_close(a, lam * b, rtol=1e-12, atol=1e-14)
+    # Value: the stop-gradient term is identically zero, so L equals L_D.
+    torch.testing.assert_close(single.detach(), d_loss.detach(), rtol=1e-14, atol=1e-14)
+
+
+def test_single_loss_matches_contract_formula_written_out():
+    G, D, x, z = nets(1)
+    fake = G(z)
+    expected = (torch.relu(1 + D(x)).mean() + torch.relu(1 - D(fake.detach())).mean()
+                + 2.0 * (D(fake).mean() - D(fake.detach()).mean()))
+    torch.testing.assert_close(hinge_single_loss(D, G, x, z, lam=2.0), expected)
+
+
+def sgd(ps, lr):
+    return torch.optim.SGD(ps, lr=lr)
+
+
+def adam(ps, lr):
+    return torch.optim.Adam(ps, lr=lr, betas=(0.5, 0.999))
+
+
+def one_step(method, make, lam=1.0, seed=0):
+    G, D, x, z = nets(seed)
+    GANTrainer(G, D, method, make, lr=0.1, lam=lam).step(x, z)
+    return [p.detach() for p in D.parameters()], [p.detach() for p in G.parameters()]
+
+
+@pytest.mark.parametrize("lam", [1.0, 0.5])
+def test_single_equals_two_optimizer_simultaneous_under_sgd(lam):
+    """SGD: one optimizer, loss with lam  ==  two optimizers, G's lr = lam * D's lr."""
+    d1, g1 = one_step("single", sgd, lam)
+    d2, g2 = one_step("simultaneous", sgd, lam)
+    for a, b in zip(d1 + g1, d2 + g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_single_equals_simultaneous_under_adam_at_lam_one():
+    d1, g1 = one_step("single", adam)
+    d2, g2 = one_step("simultaneous", adam)
+    # Equal up to rounding of the gradients (different batch layouts sum in different orders).
+    # Where a gradient is 0 in exact arithmetic (D's output bias when every hinge is active:
+    # 10/10 - 7/7), Adam's first step lr*g/(|g| + 1e-8) turns ~1e-17 of noise into ~1e-9.
+    for a, b in zip(d1 + g1, d2 + g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-8)
+
+
+def test_alternating_first_d_step_agrees_g_step_does_not():
+    d1, g1 = one_step("single", sgd)
+    d3, g3 = one_step("alternating", sgd)
+    for a, b in zip(d1, d3):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    assert any((a - b).abs().max() > 1e-6 for a, b in zip(g1, g3))   # G saw the updated D
+
+
+def test_alternating_leaves_d_trainable_and_matches_manual_loop():
+    G, D, x, z = nets(2)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    GANTrainer(G, D, "alternating", sgd, lr=0.05).step(x, z)
+    assert all(p.requires_grad for p in D.parameters())
+    # Manual 1:1 loop
+    od, og = sgd(D2.parameters(), 0.05), sgd(G2.parameters(), 0.05)
+    od.zero_grad()
+    hinge_d_loss(D2(x).reshape(-1), D2(G2(z).detach()).reshape(-1)).backward()
+    od.step()
+    og.zero_grad()
+    hinge_g_loss(D2(G2(z)).reshape(-1)).backward()
+    og.step()
+    for a, b in zip(list(D.parameters()) + list(G.parameters()), list(D2.parameters()) + list(G2.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_adam_makes_lam_nearly_inert_sgd_does_not():
+    """Adam's first step is lr * g/(|g| + eps): the scale lam cancels except where |g| ~ eps.
+    SGD's G step is proportional to lam."""
+    G0 = [p.detach().clone() for p in nets()[0].parameters()]
+
+    def g_update(make, lam):
+        _, g = one_step("single", make, lam=lam)
+        return torch.cat([(a - b).flatten() for a, b in zip(g, G0)])
+
+    a1, a10 = g_update(adam, 1.0), g_update(adam, 10.0)
+    s1, s10 = g_update(sgd, 1.0), g_update(sgd, 10.0)
+    assert (a10 - a1).norm() / a1.norm() < 0.01
+    torch.testing.assert_close(s10, 10 * s1, rtol=1e-10, atol=1e-14)
+
+
+def test_dirac_gan_simultaneous_spirals_out_alternating_stays_bounded():
+    """SGD on the bilinear region: simultaneous multiplies the radius by sqrt(1 + lr^2)
+    per step; alternating is area-preserving (det = 1) and stays bounded."""
+    lr, steps = 0.1, 50
+    sim = dirac_trajectory("simultaneous", steps, lr, theta0=0.3, psi0=0.3)
+    single = dirac_trajectory("single", steps, lr, theta0=0.3, psi0=0.3)
+    alt = dirac_trajectory("alternating", steps, lr, theta0=0.3, psi0=0.3)
+    torch.testing.assert_close(sim, single)
+    r = sim.norm(dim=1)
+    # |theta * psi| < 1 throughout, so the hinge is in its linear part and the rate is exact.
+    assert (sim[:, 0] * sim[:, 1]).abs().max() < 1
+    torch.testing.assert_close(r[1:] / r[:-1], torch.full((steps,), (1 + lr**2) ** 0.5, dtype=torch.float64))
+    assert alt.norm(dim=1).max() < 1.1 * alt[0].norm()
+
+
+def test_bad_method_and_lam():
+    G, D, _, _ = nets()
+    with pytest.raises(ValueError, match="unknown method 'both'"):
+        GANTrainer(G, D, "both", sgd, 0.1)
+    with pytest.raises(ValueError, match="invalid lam=0"):
+        GANTrainer(G, D, "single", sgd, 0.1, lam=0)

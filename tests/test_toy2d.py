@@ -1,0 +1,64 @@
+"""kexue.toy2d: benchmark layouts and mode statistics on hand-built samples."""
+import math
+
+import pytest
+import torch
+
+from kexue.gan import mode_stats as gan_mode_stats
+from kexue.toy2d import (GRID_STD, RING_STD, grid_centres, mode_reverse_kl, mode_stats, ring_centres,
+                         sample_mixture, toy_dataset)
+
+
+def test_layouts():
+    g = grid_centres()
+    assert g.shape == (25, 2)
+    assert sorted(set(g[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    r = ring_centres()
+    torch.testing.assert_close(r.norm(dim=1), torch.full((8,), 2.0))
+    assert toy_dataset("grid")[1] == GRID_STD and toy_dataset("ring")[1] == RING_STD
+    with pytest.raises(ValueError, match="unknown 2-D dataset 'moons'"):
+        toy_dataset("moons")
+
+
+def test_mode_stats_exact_on_hand_built_samples():
+    c = grid_centres()
+    std = 0.05
+    samples = torch.stack([
+        c[0] + torch.tensor([0.10, 0.0]),    # 2 std from mode 0: high quality
+        c[0] + torch.tensor([0.0, -0.149]),  # just inside 3 std: high quality, mode 0 again
+        c[3] + torch.tensor([0.151, 0.0]),   # just outside 3 std: low quality
+        c[7],                                # exactly on mode 7
+        torch.tensor([1.0, 1.0]),            # between modes: low quality
+    ])
+    s = mode_stats(samples, c, std)
+    assert s == {"modes": 2, "high_quality": 3 / 5}
+    assert gan_mode_stats is mode_stats                      # the contract's name, one implementation
+    assert mode_stats(samples, c, std, threshold=4.0)["modes"] == 3
+
+
+def test_true_samples_cover_everything_and_collapsed_do_not():
+    g = torch.Generator().manual_seed(0)
+    c, std = toy_dataset("grid")
+    x = sample_mixture(c, std, 5000, g)
+    s = mode_stats(x, c, std)
+    assert s["modes"] == 25
+    # P(|N(0, I_2)| <= 3) = 1 - exp(-4.5) = 0.9889
+    assert s["high_quality"] == pytest.approx(1 - math.exp(-4.5), abs=0.005)
+    assert mode_reverse_kl(x, c, std) < 0.01
+    collapsed = c[4] + std * torch.randn(1000, 2, generator=g)
+    assert mode_stats(collapsed, c, std)["modes"] == 1
+    assert mode_reverse_kl(collapsed, c, std) == pytest.approx(math.log(25), rel=1e-9)
+
+
+def test_reverse_kl_by_hand():
+    c = ring_centres()
+    # 3 samples on mode 0, 1 on mode 1: q = (3/4, 1/4) against uniform 1/8.
+    x = torch.stack([c[0], c[0], c[0], c[1]])
+    expected = 0.75 * math.log(0.75 * 8) + 0.25 * math.log(0.25 * 8)
+    assert mode_reverse_kl(x, c, RING_STD) == pytest.approx(expected, rel=1e-12)
+    assert math.isnan(mode_reverse_kl(torch.zeros(3, 2), c, RING_STD))
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match=r"samples must be \[N, 2\], got \(4, 3\)"):
+        mode_stats(torch.zeros(4, 3), grid_centres(), 0.05)
