@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from kexue.gan import (GANTrainer, MLPDiscriminator, MLPGenerator, dirac_trajectory, hinge_d_loss,
+                       reversed_vs_g_step,
                        hinge_g_loss, hinge_single_loss)
 
 
@@ -142,3 +143,26 @@ def test_bad_method_and_lam():
         GANTrainer(G, D, "both", sgd, 0.1)
     with pytest.raises(ValueError, match="invalid lam=0"):
         GANTrainer(G, D, "single", sgd, 0.1, lam=0)
+
+
+def test_gradient_reversal_exact_only_for_one_min_max_objective():
+    G, D, x, z = nets(3)
+    w = reversed_vs_g_step(D, G, x, z, "wgan")
+    assert w["cosine"] == pytest.approx(1.0, abs=1e-12) and w["norm_ratio"] == pytest.approx(1.0, abs=1e-12)
+    # Hinge: equal while every fake has D(G(z)) < 1 (the hinge is active), as here at init.
+    with torch.no_grad():
+        assert (D(G(z)) < 1).all()
+    h = reversed_vs_g_step(D, G, x, z, "hinge")
+    assert h["cosine"] == pytest.approx(1.0, abs=1e-12)
+    # LSGAN: -grad (D-1)^2 = 2(1-D) grad D, but grad D^2 = 2 D grad D: per-sample weights
+    # (1-D) instead of D, so a different scale (and sign, where D > 1 or D < 0).
+    ls = reversed_vs_g_step(D, G, x, z, "lsgan")
+    assert abs(ls["norm_ratio"] - 1) > 0.5
+    # Where D(G(z)) > 1 for every fake, the weights (1 - D) < 0 < D: the shortcut points G
+    # the opposite way (cosine < 0).
+    with torch.no_grad():
+        D.net[-1].bias += 5.0
+        assert (D(G(z)) > 1).all()
+    assert reversed_vs_g_step(D, G, x, z, "lsgan")["cosine"] < -0.9
+    # ... while hinge's shortcut then gives no gradient at all (the hinge is flat there).
+    assert reversed_vs_g_step(D, G, x, z, "hinge")["norm_ratio"] == 0.0

@@ -6,5 +6,6 @@ dataclass next to the chapter's implementation (fields made with
 `kexue.config.p`: default, range or choices, meaning).
 """
 CHAPTERS = {
+    "01_single_loss_gan": ("gan", "kexue.gan:GanParams"),
     "04_adax": ("adax", "kexue.optim:AdaxParams"),
 }

@@ -16,12 +16,14 @@ whose value is $L_D$ and whose gradient is $(\nabla_D L_D,\ \lambda\nabla_G L_G)
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import p
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
 
 METHODS = ("single", "alternating", "simultaneous")
@@ -37,6 +39,44 @@ def hinge_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
 def hinge_g_loss(d_fake: torch.Tensor) -> torch.Tensor:
     """$L_G$: mean D(G(z))."""
     return d_fake.mean()
+
+
+def lsgan_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Least-squares GAN in the same convention (real -> 0, fake -> 1): mean D(x)^2 + mean (D(G(z)) - 1)^2."""
+    return d_real.pow(2).mean() + (d_fake - 1).pow(2).mean()
+
+
+def lsgan_g_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """G pulls D(G(z)) towards the real label 0: mean D(G(z))^2."""
+    return d_fake.pow(2).mean()
+
+
+def wgan_d_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """A single min-max objective: mean D(x) - mean D(G(z)); G's loss is its negative's fake part."""
+    return d_real.mean() - d_fake.mean()
+
+
+LOSSES = {  # name -> (D loss, G loss)
+    "hinge": (hinge_d_loss, hinge_g_loss),
+    "lsgan": (lsgan_d_loss, lsgan_g_loss),
+    "wgan": (wgan_d_loss, hinge_g_loss),   # L_G = mean D(G(z)) = -(fake part of L_D)
+}
+
+
+def reversed_vs_g_step(discriminator: nn.Module, generator: nn.Module, x_real: torch.Tensor,
+                       z: torch.Tensor, loss: str) -> dict[str, float]:
+    """Compare G's true step gradient grad_G L_G with the reader's shortcut -grad_G L_D
+    (differentiate D's loss once and flip the sign of G's part). Returns cosine and norm ratio."""
+    d_loss_fn, g_loss_fn = LOSSES[loss]
+    params = list(generator.parameters())
+    fake = generator(z)
+    d_real, d_fake = discriminator(x_real).reshape(-1), discriminator(fake).reshape(-1)
+    flipped = torch.autograd.grad(-d_loss_fn(d_real, d_fake), params, retain_graph=True)
+    true = torch.autograd.grad(g_loss_fn(d_fake), params)
+    a = torch.cat([g.flatten() for g in flipped])
+    b = torch.cat([g.flatten() for g in true])
+    return {"cosine": float(a @ b / (a.norm() * b.norm()).clamp_min(1e-300)),
+            "norm_ratio": float(a.norm() / b.norm().clamp_min(1e-300))}
 
 
 def hinge_single_loss(discriminator: nn.Module, generator: nn.Module, x_real: torch.Tensor,
@@ -81,6 +121,7 @@ class GANTrainer:
         if not lam > 0:
             raise ValueError(f"invalid lam={lam!r}: must be > 0")
         self.G, self.D, self.method, self.lam, self.batched = generator, discriminator, method, lam, batched
+        self.lr = lr
         self.d_params, self.g_params = list(discriminator.parameters()), list(generator.parameters())
         if method == "single":
             self.opt = make_optimizer(self.d_params + self.g_params, lr)
@@ -225,3 +266,65 @@ def dirac_trajectory(method: str, steps: int, lr: float, theta0: float = 0.5, ps
         trainer.step(x, z)
         out.append(torch.cat([G.theta, D.psi]).detach().clone())
     return torch.stack(out)
+
+
+# --- a training loop shared by the experiments ---
+
+def fit(trainer: GANTrainer, sample_real: Callable[[int, torch.Generator], torch.Tensor], z_dim: int,
+        steps: int, batch: int, generator: torch.Generator, device: torch.device | str = "cpu",
+        evaluate: Callable[[int], dict] | None = None, eval_every: int = 0) -> list[dict]:
+    """Run `steps` updates; data and noise drawn from `generator` (reproducible).
+
+    Stops early, marking `diverged`, when a loss becomes non-finite. Returns the
+    history: one dict per evaluation (`evaluate(step)`), plus the final one.
+    """
+    history = []
+    for step in range(1, steps + 1):
+        x = sample_real(batch, generator).to(device)
+        z = torch.randn(batch, z_dim, generator=generator).to(device)
+        losses = trainer.step(x, z)
+        if not all(torch.isfinite(torch.tensor(v)) for v in losses.values()):
+            history.append({"step": step, "diverged": True, **losses})
+            return history
+        if evaluate is not None and eval_every and (step % eval_every == 0 or step == steps):
+            history.append({"step": step, "diverged": False, **losses, **evaluate(step)})
+    if evaluate is not None and not eval_every:
+        history.append({"step": steps, "diverged": False, **evaluate(steps)})
+    return history
+
+
+def gan_adam(beta1: float = 0.5, beta2: float = 0.999) -> Callable[[list, float], torch.optim.Optimizer]:
+    """Adam with GAN betas, as a `make_optimizer(params, lr)` for GANTrainer."""
+    return lambda params, lr: torch.optim.Adam(params, lr=lr, betas=(beta1, beta2))
+
+
+def gan_sgd(momentum: float = 0.0) -> Callable[[list, float], torch.optim.Optimizer]:
+    return lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=momentum)
+
+
+# --- chapter 01 experiment parameters (params.yaml `gan`) ---
+
+@dataclass
+class GanParams:
+    """params.yaml `gan`: the chapter-01 experiments (validated by kexue.config)."""
+
+    lam: float = p(1.0, lo=1e-6, hi=1e6, doc="weight of the generator term of the single loss")
+    beta1: float = p(0.5, lo=0.0, hi=0.999999, doc="Adam beta1 (GAN practice)")
+    beta2: float = p(0.999, lo=0.0, hi=0.999999)
+    dirac_steps: int = p(300, lo=21, hi=10**6)
+    dirac_lr: float = p(0.1, lo=1e-6, hi=1.0)
+    toy_steps: int = p(2000, lo=1, hi=10**7)
+    toy_batch: int = p(256, lo=2, hi=10**6)
+    toy_hidden: int = p(64, lo=1, hi=4096)
+    toy_lr: float = p(1e-3, lo=0.0, hi=1.0)
+    toy_seeds: int = p(5, lo=2, hi=100)
+    toy_eval_samples: int = p(2500, lo=10, hi=10**7)
+    image_steps: int = p(400, lo=1, hi=10**7)
+    image_batch: int = p(64, lo=2, hi=4096)
+    image_width: int = p(32, lo=1, hi=1024)
+    image_z_dim: int = p(64, lo=1, hi=4096)
+    image_lr: float = p(2e-4, lo=0.0, hi=1.0)
+    image_seeds: int = p(3, lo=2, hi=100)
+    image_eval_every: int = p(200, lo=1, hi=10**7)
+    image_eval_samples: int = p(2000, lo=10, hi=10000)
+    sweep_steps: int = p(1000, lo=2, hi=10**7)
