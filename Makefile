@@ -32,7 +32,7 @@ repro: venv data-source
 
 # Unit tests, then every chapter notebook at smoke scale under nbval, in one pytest run.
 test: venv data-source
-	$(BIN)/dvc repro data
+	$(BIN)/dvc repro data fashion_classifier
 	rm -rf build/nbval
 	$(BIN)/python -m kexue.run --scale smoke --prepare-only build/nbval $$($(BIN)/python -c "from kexue.run import SECTIONS; print(*SECTIONS)")
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider
