@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -125,7 +125,7 @@ def main() -> None:
             bench("2-D MLPs (3x64 hidden)", lambda: MLPGenerator(2, 64), lambda: MLPDiscriminator(2, 64),
                   (2,), 2, 256, device, steps=50, rounds=args.rounds),
             bench("DCGAN 28x28 (width 32)", lambda: DCGenerator(64, 32), lambda: DCDiscriminator(32),
-                  (1, 28, 28), 64, 64, device, steps=5, rounds=args.rounds),
+                  (1, 28, 28), 64, 64, device, steps=10, rounds=args.rounds),
         ],
     }
     lines = [f"# One D+G update ({results['device']}, torch {results['torch']}, {args.threads} threads)", "",

@@ -4,9 +4,8 @@ import copy
 import pytest
 import torch
 
-from kexue.gan import (GANTrainer, MLPDiscriminator, MLPGenerator, dirac_trajectory, hinge_d_loss,
-                       reversed_vs_g_step,
-                       hinge_g_loss, hinge_single_loss)
+from kexue.gan import (GANTrainer, MLPDiscriminator, MLPGenerator, dirac_trajectory, hinge_d_loss, hinge_g_loss,
+                       hinge_single_loss, hinge_single_loss_frozen_d, reversed_vs_g_step)
 
 
 def nets(seed=0):
@@ -39,6 +38,21 @@ def test_single_loss_gradient_is_d_step_for_d_and_lam_g_step_for_g(lam, batched)
         torch.testing.assert_close(a, lam * b, rtol=1e-12, atol=1e-14)
     # Value: the stop-gradient term is identically zero, so L equals L_D.
     torch.testing.assert_close(single.detach(), d_loss.detach(), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("lam", [1.0, 3.0])
+def test_frozen_d_variant_has_the_same_value_and_gradient(lam):
+    G, D, x, z = nets(4)
+    params = list(D.parameters()) + list(G.parameters())
+    a = hinge_single_loss(D, G, x, z, lam=lam)
+    b = hinge_single_loss_frozen_d(D, G, x, z, lam=lam)
+    torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-14)
+    for ga, gb in zip(torch.autograd.grad(a, params), torch.autograd.grad(b, params)):
+        torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-14)
+    d1, g1 = one_step("single", sgd, lam)
+    d2, g2 = one_step("single_frozen_d", sgd, lam)
+    for u, v in zip(d1 + g1, d2 + g2):
+        torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-14)
 
 
 def test_single_loss_matches_contract_formula_written_out():

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from .config import p
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
 
-METHODS = ("single", "alternating", "simultaneous")
+METHODS = ("single", "alternating", "simultaneous", "single_frozen_d")
 
 
 # --- losses (notebook section 1) ---
@@ -98,7 +98,25 @@ def hinge_single_loss(discriminator: nn.Module, generator: nn.Module, x_real: to
     return hinge_d_loss(d_real, d_fake_sg) + lam * (d_fake.mean() - d_fake_sg.mean())
 
 
-# --- one training step, three ways (notebook section 3) ---
+def hinge_single_loss_frozen_d(discriminator: nn.Module, generator: nn.Module, x_real: torch.Tensor,
+                               z: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    r"""The same value and gradient as `hinge_single_loss`, without the cancelling work.
+
+    PyTorch can stop the gradient of D's *weights* for one call
+    (`torch.func.functional_call` with detached parameters): the generator term
+    becomes $\lambda(D_{\mathrm{sg}}(G(z)) - \mathrm{sg}[D(G(z))])$, which reaches G only, so
+    autograd never computes the two D-weight gradients that cancel in the original.
+    (The article's Keras setting had no such operation; notebook section 10.)
+    """
+    fake = generator(z)                                                          # [B, ...]
+    d = discriminator(torch.cat([x_real, fake.detach()])).reshape(-1)            # [n_real + B]
+    d_real, d_fake_sg = d.split([len(x_real), len(fake)])
+    frozen = {k: v.detach() for k, v in discriminator.named_parameters()}
+    d_fake = torch.func.functional_call(discriminator, frozen, (fake,)).reshape(-1)  # grad to G only
+    return hinge_d_loss(d_real, d_fake_sg) + lam * (d_fake.mean() - d_fake.mean().detach())
+
+
+# --- one training step, four ways (notebook section 3) ---
 
 class GANTrainer:
     r"""One D+G update per `step(x_real, z)`, by one of three methods.
@@ -109,6 +127,7 @@ class GANTrainer:
       (D, G), G's learning rate `lam` times D's (the single loss's SGD equivalent).
     * `alternating`: two optimizers; a D step, then a G step against the *updated* D
       (1:1, the usual GAN loop), G's learning rate `lam` times D's.
+    * `single_frozen_d`: as `single`, with `hinge_single_loss_frozen_d` (same update).
 
     `make_optimizer(params, lr)` builds an optimizer (e.g. Adam with fixed betas).
     """
@@ -123,7 +142,7 @@ class GANTrainer:
         self.G, self.D, self.method, self.lam, self.batched = generator, discriminator, method, lam, batched
         self.lr = lr
         self.d_params, self.g_params = list(discriminator.parameters()), list(generator.parameters())
-        if method == "single":
+        if method.startswith("single"):
             self.opt = make_optimizer(self.d_params + self.g_params, lr)
         else:
             self.opt_d = make_optimizer(self.d_params, lr)
@@ -135,6 +154,13 @@ class GANTrainer:
     def _single(self, x_real, z):
         self.opt.zero_grad(set_to_none=True)
         loss = hinge_single_loss(self.D, self.G, x_real, z, self.lam, self.batched)
+        loss.backward()
+        self.opt.step()
+        return {"d_loss": loss.item()}
+
+    def _single_frozen_d(self, x_real, z):
+        self.opt.zero_grad(set_to_none=True)
+        loss = hinge_single_loss_frozen_d(self.D, self.G, x_real, z, self.lam)
         loss.backward()
         self.opt.step()
         return {"d_loss": loss.item()}
@@ -319,7 +345,7 @@ class GanParams:
     toy_lr: float = p(1e-3, lo=0.0, hi=1.0)
     toy_seeds: int = p(5, lo=2, hi=100)
     toy_eval_samples: int = p(2500, lo=10, hi=10**7)
-    image_steps: int = p(400, lo=1, hi=10**7)
+    image_steps: int = p(300, lo=1, hi=10**7)
     image_batch: int = p(64, lo=2, hi=4096)
     image_width: int = p(32, lo=1, hi=1024)
     image_z_dim: int = p(64, lo=1, hi=4096)
