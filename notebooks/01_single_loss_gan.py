@@ -36,7 +36,7 @@ beta1 = 0.5
 beta2 = 0.999
 dirac_steps = 300
 dirac_lr = 0.1
-toy_steps = 2000
+toy_steps = 1500
 toy_batch = 256
 toy_hidden = 64
 toy_lr = 1e-3
@@ -49,7 +49,7 @@ image_z_dim = 64
 image_lr = 2e-4
 image_seeds = 3
 image_eval_every = 200
-image_eval_samples = 2000
+image_eval_samples = 1500
 sweep_steps = 1000
 report_dir = "reports/01_single_loss_gan"
 

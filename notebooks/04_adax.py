@@ -237,10 +237,11 @@ curves = pd.concat([pd.DataFrame({"t": ts, "weight": [w_(t) for t in ts], "sched
 curves["beta2_hat"] = 1 - curves["weight"]
 curves["window"] = 1 / curves["weight"]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-sns.lineplot(curves, x="t", y="beta2_hat", hue="schedule", ax=axes[0])
-sns.lineplot(curves, x="t", y="window", hue="schedule", ax=axes[1], legend=False)
-axes[0].set(xscale="log", title=r"$\hat\beta_{2,t}$", xlabel="step t")
-axes[1].set(xscale="log", yscale="log", title=r"averaging window $1/(1-\hat\beta_{2,t})$", xlabel="step t")
+sns.lineplot(curves[curves.t <= 30], x="t", y="beta2_hat", hue="schedule", ax=axes[0], marker=".")
+sns.lineplot(curves, x="t", y="weight", hue="schedule", ax=axes[1], legend=False)
+axes[0].set(title=r"$\hat\beta_{2,t}$ for the first 30 steps: all start at 0", xlabel="step t")
+axes[1].set(xscale="log", yscale="log", ylim=(1e-12, 2), xlabel="step t",
+            title=r"weight of the newest $g^2$, $1-\hat\beta_{2,t}$: Adam stops at $10^{-3}$")
 report.figure(fig, "coefficient_schedules")
 plt.show()
 
