@@ -322,8 +322,10 @@ report.table(toy, "toy_runs", index=False)
 
 def summarise(df):
     ok = df[~df.diverged]
+    kl = ok.reverse_kl.dropna()        # undefined for a run with no high-quality sample
+    kl_text = (mean_std(kl, 3) if len(kl) > 1 else "n/a") + (f" ({len(kl)}/{len(ok)} runs)" if len(kl) < len(ok) else "")
     return pd.Series({"modes": mean_std(ok.modes, 1), "high quality %": mean_std(ok.high_quality, 1, 100),
-                      "reverse KL": mean_std(ok.reverse_kl, 3), "diverged": f"{int(df.diverged.sum())}/{len(df)}"})
+                      "reverse KL": kl_text, "diverged": f"{int(df.diverged.sum())}/{len(df)}"})
 
 
 toy_table = toy.groupby(["dataset", "method"]).apply(summarise, include_groups=False)

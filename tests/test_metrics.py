@@ -65,3 +65,12 @@ def test_extract_shapes():
     m = FeatureClassifier(width=4, feature_dim=16)
     f, p = extract(m, torch.rand(7, 1, 28, 28) * 2 - 1, batch_size=3)
     assert f.shape == (7, 16) and p.shape == (7,) and p.max() < 10
+
+
+def test_inception_features_need_local_weights(monkeypatch, tmp_path):
+    from kexue.metrics import inception_features
+    monkeypatch.delenv("KEXUE_INCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(FileNotFoundError, match="KEXUE_INCEPTION_WEIGHTS"):
+        inception_features(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(FileNotFoundError, match="no Inception-v3 weights"):
+        inception_features(torch.zeros(2, 1, 28, 28), weights=str(tmp_path / "missing.pt"))
