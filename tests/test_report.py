@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from kexue.report import VERDICTS, Report, claims_table, compare, mean_std, write_index
+from kexue.index import write_index
+from kexue.report import VERDICTS, Report, claims_table, compare, mean_std
 
 
 def test_paired_t_matches_hand_computation():
@@ -55,6 +56,7 @@ def test_report_folder_and_index(tmp_path):
     rep.table(claims_table([{"claim": "c<1>", "evidence": "e", "verdict": "supported"}]), "claims", index=False)
     rep.table(pd.DataFrame({"a": [1]}), "numbers")
     (rep.dir / "99_x.ipynb").write_text("{}")
+    (rep.dir / "benchmark.md").write_text("| a | <b> |")
     page = write_index(tmp_path, {"99_x": "x", "98_y": "y"}).read_text()
     assert "99_x/figures/line.png" in page and "c&lt;1&gt;" in page and "numbers" in page
-    assert "not run yet" in page
+    assert "not run yet" in page and "| a | &lt;b&gt; |" in page

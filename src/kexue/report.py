@@ -87,39 +87,3 @@ def compare(a, b, paired: bool = False, alpha: float = 0.05) -> tuple[float, flo
         return t, 1.0, "tied"
     return t, pval, ("tied" if pval >= alpha else "higher" if t > 0 else "lower")
 
-
-def write_index(reports: Path, chapters: dict[str, str]) -> Path:
-    """`reports/index.html`: every chapter, its rendered notebook, figures, metrics and claims."""
-    import html
-    import json
-    parts = ["<!doctype html><meta charset='utf-8'><title>kexue-workbook</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:auto}td,th{border:1px solid #ccc;"
-             "padding:4px;vertical-align:top}table{border-collapse:collapse}</style>",
-             "<h1>kexue-workbook: reports</h1>"]
-    for chapter in chapters:
-        d = reports / chapter
-        parts.append(f"<h2>{html.escape(chapter)}</h2>")
-        if not (d / f"{chapter}.ipynb").exists():
-            parts.append("<p>not run yet (<code>dvc repro</code>)</p>")
-            continue
-        parts.append(f"<p><a href='{chapter}/{chapter}.html'>rendered notebook</a> · "
-                     f"<a href='{chapter}/{chapter}.ipynb'>.ipynb</a> · "
-                     f"<a href='{chapter}/metrics.json'>metrics.json</a></p>")
-        claims = d / "tables" / "claims.csv"
-        if claims.exists():
-            parts.append("<h3>Claims</h3>" + pd.read_csv(claims).to_html(index=False, escape=True))
-        for table in sorted((d / "tables").glob("*.csv")):
-            if table.name != "claims.csv" and not table.stem.endswith("_runs"):
-                parts.append(f"<h3>{html.escape(table.stem)}</h3>" + pd.read_csv(table).to_html(index=False))
-        for fig in sorted((d / "figures").glob("*.png")):
-            parts.append(f"<h3>{html.escape(fig.stem)}</h3><img src='{chapter}/figures/{fig.name}' width='800'>")
-        bench = d / "benchmark.json"
-        if bench.exists():
-            b = json.loads(bench.read_text())
-            parts.append(f"<h3>benchmark ({html.escape(b['device'])})</h3>")
-            for model, r in b["models"].items():
-                parts.append(f"<p>{html.escape(model)}: {r['n_params']:,} parameters</p>"
-                             + pd.DataFrame(r["rows"]).to_html(index=False, float_format="%.3f"))
-    out = reports / "index.html"
-    out.write_text("\n".join(parts) + "\n", encoding="utf-8")
-    return out

@@ -161,16 +161,12 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("chapters", nargs="*", help=f"one or more of {sorted(SECTIONS)}")
-    ap.add_argument("--index", action="store_true", help="write reports/index.html (the front page)")
+    ap.add_argument("chapters", nargs="+", help=f"one or more of {sorted(SECTIONS)}")
     ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
     ap.add_argument("--prepare-only", metavar="DIR", type=Path,
                     help="write parameterised notebooks to DIR without executing them")
     args = ap.parse_args(argv)
     overrides = {"common": {"scale": args.scale}} if args.scale else None
-    if args.index:
-        from .report import write_index
-        print(f"front page: {write_index(REPORTS, SECTIONS).relative_to(ROOT)}")
     try:
         for chapter in args.chapters:
             if args.prepare_only:
