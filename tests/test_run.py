@@ -49,6 +49,10 @@ def test_run_writes_report_without_volatile_metadata(sandbox):
     assert len(injected) == 1 and "seed = 5" in injected[0].source
     assert "hello from the notebook" in json.dumps(nb.cells[-1].outputs)
     assert [p.name for p in rep_dir.iterdir()] == ["99_fake"]    # no staging left behind
+    # A rerun with the same params gives the same bytes.
+    before = (final / "99_fake.ipynb").read_bytes()
+    run.run_chapter("99_fake", overrides={"common": {"seed": 5}}, reports=rep_dir)
+    assert (final / "99_fake.ipynb").read_bytes() == before
 
 
 def test_failing_cell_is_named_and_previous_report_stays(sandbox):

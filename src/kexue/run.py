@@ -55,14 +55,15 @@ def read_text_notebook(chapter: str) -> nbformat.NotebookNode:
 
 
 def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop papermill timestamps and durations, so reruns diff cleanly."""
+    """Drop papermill timestamps and durations and number the cells, so reruns diff cleanly."""
     pm = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "exception", "environment_variables"):
         pm.pop(key, None)
     for path_key in ("input_path", "output_path"):    # staging paths change every run
         if path_key in pm:
             pm[path_key] = Path(pm[path_key]).name
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"                       # nbformat draws random ids; make them stable
         cpm = cell.get("metadata", {}).get("papermill")
         if cpm is not None:
             for key in VOLATILE_CELL_KEYS:
