@@ -3,7 +3,7 @@
 A registry only: no stage lists this file as a dependency, so adding a chapter
 here does not make the other chapters' reports stale. Each schema is a
 dataclass next to the chapter's implementation (fields made with
-`kexue.config.p`: default, range or choices, meaning).
+`kexue.config.param`: default, range or choices, meaning).
 """
 CHAPTERS = {
     "01_single_loss_gan": ("gan", "kexue.gan:GanParams"),

@@ -29,17 +29,17 @@ def _range(lo=None, hi=None, choices=None):
     return {"lo": lo, "hi": hi, "choices": choices}
 
 
-def p(default, lo=None, hi=None, choices=None, doc: str = ""):
+def param(default, lo=None, hi=None, choices=None, doc: str = ""):
     """A parameter with its default, allowed range or choices, and a one-line meaning."""
     return field(default=default, metadata={**_range(lo, hi, choices), "doc": doc})
 
 
 @dataclass
 class Common:
-    seed: int = p(0, lo=0, doc="base random seed; chapter seeds are seed, seed+1, ...")
-    device: str = p("auto", choices=("auto", "cpu", "cuda"), doc="auto picks cuda when present")
-    scale: str = p("default", choices=SCALES, doc="smoke (CI), default (2-core CPU), gpu")
-    threads: int = p(2, lo=1, hi=256, doc="torch CPU threads (fixed so CPU runs repeat exactly)")
+    seed: int = param(0, lo=0, doc="base random seed; chapter seeds are seed, seed+1, ...")
+    device: str = param("auto", choices=("auto", "cpu", "cuda"), doc="auto picks cuda when present")
+    scale: str = param("default", choices=SCALES, doc="smoke (CI), default (2-core CPU), gpu")
+    threads: int = param(2, lo=1, hi=256, doc="torch CPU threads (fixed so CPU runs repeat exactly)")
 
 
 def schema() -> dict[str, type]:

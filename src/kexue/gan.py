@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import p
+from .config import param
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
 
 METHODS = ("single", "alternating", "simultaneous", "single_frozen_d")
@@ -334,23 +334,23 @@ def gan_sgd(momentum: float = 0.0) -> Callable[[list, float], torch.optim.Optimi
 class GanParams:
     """params.yaml `gan`: the chapter-01 experiments (validated by kexue.config)."""
 
-    lam: float = p(1.0, lo=1e-6, hi=1e6, doc="weight of the generator term of the single loss")
-    beta1: float = p(0.5, lo=0.0, hi=0.999999, doc="Adam beta1 (GAN practice)")
-    beta2: float = p(0.999, lo=0.0, hi=0.999999)
-    dirac_steps: int = p(300, lo=21, hi=10**6)
-    dirac_lr: float = p(0.1, lo=1e-6, hi=1.0)
-    toy_steps: int = p(1500, lo=1, hi=10**7)
-    toy_batch: int = p(256, lo=2, hi=10**6)
-    toy_hidden: int = p(64, lo=1, hi=4096)
-    toy_lr: float = p(1e-3, lo=0.0, hi=1.0)
-    toy_seeds: int = p(5, lo=2, hi=100)
-    toy_eval_samples: int = p(2500, lo=10, hi=10**7)
-    image_steps: int = p(300, lo=1, hi=10**7)
-    image_batch: int = p(64, lo=2, hi=4096)
-    image_width: int = p(32, lo=1, hi=1024)
-    image_z_dim: int = p(64, lo=1, hi=4096)
-    image_lr: float = p(2e-4, lo=0.0, hi=1.0)
-    image_seeds: int = p(3, lo=2, hi=100)
-    image_eval_every: int = p(200, lo=1, hi=10**7)
-    image_eval_samples: int = p(1500, lo=10, hi=10000)
-    sweep_steps: int = p(1000, lo=2, hi=10**7)
+    lam: float = param(1.0, lo=1e-6, hi=1e6, doc="weight of the generator term of the single loss")
+    beta1: float = param(0.5, lo=0.0, hi=0.999999, doc="Adam beta1 (GAN practice)")
+    beta2: float = param(0.999, lo=0.0, hi=0.999999)
+    dirac_steps: int = param(300, lo=21, hi=10**6)
+    dirac_lr: float = param(0.1, lo=1e-6, hi=1.0)
+    toy_steps: int = param(1500, lo=1, hi=10**7)
+    toy_batch: int = param(256, lo=2, hi=10**6)
+    toy_hidden: int = param(64, lo=1, hi=4096)
+    toy_lr: float = param(1e-3, lo=0.0, hi=1.0)
+    toy_seeds: int = param(5, lo=2, hi=100)
+    toy_eval_samples: int = param(2500, lo=10, hi=10**7)
+    image_steps: int = param(300, lo=1, hi=10**7)
+    image_batch: int = param(64, lo=2, hi=4096)
+    image_width: int = param(32, lo=1, hi=1024)
+    image_z_dim: int = param(64, lo=1, hi=4096)
+    image_lr: float = param(2e-4, lo=0.0, hi=1.0)
+    image_seeds: int = param(3, lo=2, hi=100)
+    image_eval_every: int = param(200, lo=1, hi=10**7)
+    image_eval_samples: int = param(1500, lo=10, hi=10000)
+    sweep_steps: int = param(1000, lo=2, hi=10**7)

@@ -29,7 +29,7 @@ from typing import Callable
 import torch
 from torch.optim import Optimizer
 
-from .config import p
+from .config import param
 
 __all__ = [
     "AdaX",
@@ -287,19 +287,19 @@ def recovery_steps(update_norm: torch.Tensor, switch: int, window: int = 50, tol
 class AdaxParams:
     """params.yaml `adax`: the chapter-04 experiments (validated by kexue.config)."""
 
-    lr: float = p(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
-    beta1: float = p(0.9, lo=0.0, hi=0.999999)
-    beta2: float = p(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
-    adam_lr: float = p(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
-    sgd_lr: float = p(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
-    weight_decay: float = p(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
-    decoupled_weight_decay: float = p(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
-    adafactor_c: float = p(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
-    n_seeds: int = p(3, lo=1, hi=100)
-    epochs: int = p(3, lo=1, hi=1000)
-    train_size: int = p(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
-    test_size: int = p(5000, lo=64, hi=10000)
-    batch_size: int = p(128, lo=1, hi=60000)
-    width: int = p(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
-    memory_steps: int = p(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
-    memory_factor: float = p(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
+    lr: float = param(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
+    beta1: float = param(0.9, lo=0.0, hi=0.999999)
+    beta2: float = param(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
+    adam_lr: float = param(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
+    sgd_lr: float = param(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
+    weight_decay: float = param(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
+    decoupled_weight_decay: float = param(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
+    adafactor_c: float = param(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
+    n_seeds: int = param(3, lo=1, hi=100)
+    epochs: int = param(3, lo=1, hi=1000)
+    train_size: int = param(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
+    test_size: int = param(5000, lo=64, hi=10000)
+    batch_size: int = param(128, lo=1, hi=60000)
+    width: int = param(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
+    memory_steps: int = param(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
+    memory_factor: float = param(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")

@@ -13,7 +13,6 @@ without running it (used by the nbval tests).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
