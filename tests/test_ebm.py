@@ -1,0 +1,223 @@
+"""kexue.ebm: Langevin chains against closed-form stationary laws, the replay buffer's rates,
+the loss gradient against the contrastive estimator computed sample by sample."""
+import math
+
+import pytest
+import torch
+
+from kexue.ebm import (ConvEnergy, EBMTrainer, MLPEnergy, ReplayBuffer, contrastive_divergence, ebm_adam, ebm_loss,
+                       fit, gaussian_chain_variance, langevin, reference_sampler_scales, uniform_init)
+
+
+def quadratic(variance=1.0):
+    return lambda x: x.pow(2).sum(-1) / (2 * variance)          # U for N(0, variance I), x [N, d] -> [N]
+
+
+@pytest.mark.parametrize("step, noise", [(0.5, 1.0), (0.5, 0.5), (0.05, 1.0)])
+def test_gaussian_energy_reaches_the_predicted_stationary_law(step, noise):
+    """Mean 0 and variance s^2 / (1 - eps/4), not 1: the discretisation bias of section 3."""
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((n, 1), 3.0, dtype=torch.float64)               # far from the mean
+    n_steps = int(40 / step)                                        # contraction (1 - eps/2)^steps < 1e-8
+    x = langevin(quadratic(), x0, n_steps, step, noise, generator=g).squeeze(1)
+    v = gaussian_chain_variance(step, 1.0, noise)
+    assert v == pytest.approx(noise ** 2 / (1 - step / 4))
+    se_mean, se_var = math.sqrt(v / n), v * math.sqrt(2 / (n - 1))
+    assert abs(x.mean().item()) < 4 * se_mean
+    assert abs(x.var().item() - v) < 4 * se_var
+    if step == 0.5:                                                 # the bias is detectable at this size
+        assert abs(x.var().item() - noise ** 2) > 4 * se_var
+
+
+def test_chain_variance_formula_bounds():
+    with pytest.raises(ValueError, match="step_size=4.0"):
+        gaussian_chain_variance(4.0, 1.0)
+    assert gaussian_chain_variance(1e-9, 2.0) == pytest.approx(2.0)     # the eps -> 0 limit
+
+
+def test_two_component_mixture_histogram_matches_the_density():
+    w, mu, sd = torch.tensor([0.3, 0.7], dtype=torch.float64), torch.tensor([-1.0, 1.5], dtype=torch.float64), 0.7
+
+    def energy(x):                                                  # -log p, x [N, 1] -> [N]
+        comp = -(x - mu).pow(2) / (2 * sd ** 2) + w.log()
+        return -torch.logsumexp(comp, 1)
+
+    n, step = 20000, 0.01
+    g = torch.Generator().manual_seed(1)
+    x0 = (torch.rand(n, 1, generator=g, dtype=torch.float64) * 8 - 4)
+    x = langevin(energy, x0, 3000, step, generator=g).squeeze(1)
+    edges = torch.linspace(-3.5, 4.0, 16, dtype=torch.float64)
+    cdf = lambda t: (w * 0.5 * (1 + torch.erf((t[:, None] - mu) / (sd * math.sqrt(2))))).sum(1)  # noqa: E731
+    p = cdf(edges[1:]) - cdf(edges[:-1])
+    counts = torch.histogram(x, edges).hist / n
+    tol = 4 * (p * (1 - p) / n).sqrt() + step / 4 * p                # sampling error + O(eps) bias
+    assert ((counts - p).abs() <= tol).all(), (counts - p).abs().max()
+    assert abs((x < 0.25).double().mean().item() - 0.3) < 0.02          # the mode weights, not just the shapes
+
+
+def test_sampling_leaves_no_parameter_gradient_and_does_not_touch_x():
+    torch.manual_seed(0)
+    for energy, x in ((MLPEnergy(2, 8), torch.randn(5, 2)), (ConvEnergy(2), torch.rand(3, 1, 28, 28))):
+        x_before = x.clone()
+        out = langevin(energy, x, 3, 0.01)
+        assert all(p.grad is None for p in energy.parameters())
+        assert torch.equal(x, x_before) and not out.requires_grad and out.shape == x.shape
+
+
+def test_zero_noise_is_gradient_descent():
+    x0 = torch.tensor([[2.0, -1.0]], dtype=torch.float64)
+    x = langevin(quadratic(), x0, 7, 0.3, noise_scale=0.0)
+    torch.testing.assert_close(x, x0 * (1 - 0.15) ** 7)
+
+
+def test_reference_sampler_is_the_same_update():
+    """x - lambda grad U + sigma xi, written as a `langevin` step with eps = 2 lambda, s = sigma / sqrt(2 lambda)."""
+    lam, sigma = 10.0, 0.005
+    step, scale = reference_sampler_scales(lam, sigma)
+    assert scale ** 2 == pytest.approx(sigma ** 2 / (2 * lam))          # temperature 1.25e-6
+    x0 = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = langevin(quadratic(50.0), x0, 1, step, scale, generator=torch.Generator().manual_seed(5))
+    xi = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(out, x0 - lam * x0 / 50.0 + sigma * xi)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_steps": -1}, "n_steps=-1"), ({"n_steps": 2.5}, "n_steps=2.5"), ({"step_size": 0.0}, "step_size=0.0"),
+    ({"step_size": float("nan")}, "step_size=nan"), ({"noise_scale": -1.0}, "noise_scale=-1.0")])
+def test_langevin_rejects_bad_arguments(kwargs, message):
+    args = {"n_steps": 2, "step_size": 0.1, "noise_scale": 1.0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        langevin(quadratic(), torch.zeros(3, 2), **args)
+
+
+def test_langevin_rejects_an_energy_without_one_value_per_sample():
+    with pytest.raises(ValueError, match="one value per sample"):
+        langevin(lambda x: x.sum(), torch.zeros(3, 2), 1, 0.1)
+
+
+# --- replay buffer ---
+
+def test_buffer_reinitialises_five_percent_within_sampling_error():
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(1000, 0.05, init_fn=lambda n: torch.ones(n, 2), generator=g)
+    buf.push(torch.zeros(1000, 2))
+    n = 100_000
+    x = buf.sample(n)
+    fresh = (x[:, 0] == 1).double().mean().item()
+    assert buf.last_reinit == int((x[:, 0] == 1).sum())
+    assert abs(fresh - 0.05) < 4 * math.sqrt(0.05 * 0.95 / n)
+
+
+def test_buffer_keeps_the_latest_capacity_samples():
+    buf = ReplayBuffer(100, 0.0, init_fn=lambda n: torch.full((n, 1), -1.0), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(buf.sample(4), torch.full((4, 1), -1.0)) and buf.last_reinit == 4    # empty: all fresh
+    for start in range(0, 250, 30):                                   # pushes of 30, then a last one of 10
+        buf.push(torch.arange(start, min(start + 30, 250), dtype=torch.float32)[:, None])
+    assert len(buf) == 100 and buf.storage.shape == (100, 1)
+    assert set(buf.storage[:, 0].tolist()) == set(range(150, 250))
+    drawn = buf.sample(5000)[:, 0]
+    assert set(drawn.tolist()) <= set(range(150, 250)) and buf.last_reinit == 0
+    big = ReplayBuffer(10, 0.0, init_fn=lambda n: torch.zeros(n, 1))
+    big.push(torch.arange(25.0)[:, None])                              # one push larger than capacity
+    assert sorted(big.storage[:, 0].tolist()) == list(range(15, 25))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"capacity": 0}, "capacity=0"), ({"reinit_prob": 1.5}, "reinit_prob=1.5"), ({"init_fn": None}, "init_fn=None")])
+def test_buffer_rejects_bad_arguments(kwargs, message):
+    args = {"capacity": 10, "reinit_prob": 0.05, "init_fn": lambda n: torch.zeros(n, 2), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        ReplayBuffer(**args)
+
+
+# --- loss ---
+
+def per_sample_grads(energy, x):
+    params = list(energy.parameters())
+    out = []
+    for xi in x:
+        e = energy(xi[None])[0]
+        out.append((e.detach(), torch.autograd.grad(e, params)))
+    return out
+
+
+@pytest.mark.parametrize("alpha, form", [(0.0, "paper"), (0.3, "paper"), (0.3, "article")])
+def test_loss_gradient_is_the_contrastive_estimator(alpha, form):
+    r"""grad = mean_r (1 + 2 a U) grad U - mean_f (1 -/+ 2 a U) grad U; for a = 0 the estimator
+    E_p[grad U] - E_q[grad U] of the derivation, sample by sample in float64."""
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, 8).double()
+    x_r, x_f = torch.randn(7, 2, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    loss = ebm_loss(energy(x_r), energy(x_f), alpha, form)
+    got = torch.autograd.grad(loss, list(energy.parameters()))
+    sign = 1.0 if form == "paper" else -1.0
+    expected = [torch.zeros_like(p) for p in energy.parameters()]
+    for (e, grads) in per_sample_grads(energy, x_r):
+        for acc, gr in zip(expected, grads):
+            acc += (1 + 2 * alpha * e) * gr / len(x_r)
+    for (e, grads) in per_sample_grads(energy, x_f):
+        for acc, gr in zip(expected, grads):
+            acc -= (1 - sign * 2 * alpha * e) * gr / len(x_f)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_loss_rejects_unknown_form():
+    with pytest.raises(ValueError, match="form='sum'"):
+        ebm_loss(torch.zeros(2), torch.zeros(2), 0.1, "sum")
+
+
+def test_contrastive_divergence_per_member():
+    e_r, e_f = torch.tensor([[1.0, 3.0], [0.0, 0.0]]), torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, 1.0]])
+    torch.testing.assert_close(contrastive_divergence(e_r, e_f), torch.tensor([1.0, -1.0]))
+
+
+# --- ensemble ---
+
+def test_ensemble_members_are_independent_models():
+    torch.manual_seed(0)
+    ens = MLPEnergy(2, 8, members=3).double()
+    x = torch.randn(3, 6, 2, dtype=torch.float64)
+    e = ens(x)
+    assert e.shape == (3, 6)
+    for s in range(3):
+        single = MLPEnergy(2, 8).double()
+        with torch.no_grad():
+            for p, q in zip(single.parameters(), ens.parameters()):
+                p.copy_(q[s:s + 1])
+        torch.testing.assert_close(single(x[s]), e[s])
+    # The summed loss gives member 1 exactly the gradient of its own loss.
+    total = torch.autograd.grad(ebm_loss(e[:, :3], e[:, 3:], 0.2).sum(), list(ens.parameters()))
+    own = torch.autograd.grad(ebm_loss(ens(x)[1, :3], ens(x)[1, 3:], 0.2), list(ens.parameters()))
+    for a, b in zip(total, own):
+        torch.testing.assert_close(a[1], b[1])
+    with pytest.raises(ValueError, match="ensemble of 3"):
+        ens(torch.zeros(4, 2, dtype=torch.float64))
+
+
+def test_trainer_learns_a_gaussian_blob():
+    """End to end: buffer + Langevin + loss move the model's samples onto the data."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    centre = torch.tensor([1.0, -1.0])
+    energy = MLPEnergy(2, 32, members=2)
+    trainer = EBMTrainer(energy, ebm_adam(energy.parameters(), 3e-3), uniform_init((2,), -3, 3, g), 20, 0.02,
+                         alpha=0.0, use_buffer=[True, False], generator=g)
+    hist = fit(trainer, lambda n, gen: centre + 0.3 * torch.randn(n, 2, generator=gen), 300, 64, g)
+    assert hist[-1]["diverged"] == [False, False]
+    buffered = trainer.buffers[0].storage[-2000:]                       # the persistent chains' ends
+    short_run = trainer.sample(torch.stack([trainer.init_fn(2000)] * 2))[1]   # K steps from noise
+    for samples in (buffered, short_run):                              # data: mean (1, -1), std 0.3
+        assert (samples.mean(0) - centre).norm() < 0.15
+        assert 0.2 < samples.std(0).mean() < 0.45
+    assert trainer.buffers[1] is None and len(trainer.buffers[0]) == min(10000, 300 * 64)
+
+
+def test_trainer_rejects_bad_per_member_settings():
+    energy = MLPEnergy(2, 4, members=2)
+    with pytest.raises(ValueError, match="alpha"):
+        EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: torch.zeros(n, 2), 1, 0.1,
+                   alpha=[0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="form='x'"):
+        EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: torch.zeros(n, 2), 1, 0.1, form="x")
