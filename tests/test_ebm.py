@@ -182,11 +182,9 @@ def test_ensemble_members_are_independent_models():
     e = ens(x)
     assert e.shape == (3, 6)
     for s in range(3):
-        single = MLPEnergy(2, 8).double()
-        with torch.no_grad():
-            for p, q in zip(single.parameters(), ens.parameters()):
-                p.copy_(q[s:s + 1])
-        torch.testing.assert_close(single(x[s]), e[s])
+        torch.testing.assert_close(ens.member(s)(x[s]), e[s])          # a copy of member s's weights
+    with pytest.raises(ValueError, match="s=3"):
+        ens.member(3)
     # The summed loss gives member 1 exactly the gradient of its own loss.
     total = torch.autograd.grad(ebm_loss(e[:, :3], e[:, 3:], 0.2).sum(), list(ens.parameters()))
     own = torch.autograd.grad(ebm_loss(ens(x)[1, :3], ens(x)[1, 3:], 0.2), list(ens.parameters()))
@@ -212,6 +210,14 @@ def test_trainer_learns_a_gaussian_blob():
         assert (samples.mean(0) - centre).norm() < 0.15
         assert 0.2 < samples.std(0).mean() < 0.45
     assert trainer.buffers[1] is None and len(trainer.buffers[0]) == min(10000, 300 * 64)
+
+
+def test_per_member_forms_match_single_form_losses():
+    torch.manual_seed(0)
+    e_r, e_f = torch.randn(2, 5, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
+    mixed = ebm_loss(e_r, e_f, torch.tensor([0.3, 0.3], dtype=torch.float64), ["paper", "article"])
+    torch.testing.assert_close(mixed[0], ebm_loss(e_r[0], e_f[0], 0.3, "paper"))
+    torch.testing.assert_close(mixed[1], ebm_loss(e_r[1], e_f[1], 0.3, "article"))
 
 
 def test_trainer_rejects_bad_per_member_settings():

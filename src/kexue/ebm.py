@@ -164,7 +164,7 @@ def contrastive_divergence(e_real: torch.Tensor, e_fake: torch.Tensor) -> torch.
 
 
 def ebm_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float | torch.Tensor = 0.0,
-             form: str = "paper") -> torch.Tensor:
+             form: str | list[str] = "paper") -> torch.Tensor:
     r"""Contrastive divergence plus a squared-energy term of weight $\alpha$.
 
     * `paper` (Du & Mordatch's paper and code): $+\alpha\,(\overline{U_r^2} + \overline{U_f^2})$, an L2
@@ -172,11 +172,14 @@ def ebm_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float | torch.Te
     * `article` (the formula in kexue.fm/archives/6612): $+\alpha\,(\overline{U_r^2} - \overline{U_f^2})$,
       the contrastive divergence of the energy $U + \alpha U^2$, which does not bound $|U|$.
 
-    Means over the last dim: a scalar for [N] energies, one loss per member for [S, N].
+    Means over the last dim: a scalar for [N] energies, one loss per member for [S, N]
+    (then `alpha` and `form` may be given per member).
     """
-    if form not in REG_FORMS:
+    forms = form if isinstance(form, (list, tuple)) else [form]
+    if any(f not in REG_FORMS for f in forms):
         raise ValueError(f"form={form!r}: must be one of {REG_FORMS}")
-    sign = 1.0 if form == "paper" else -1.0
+    sign = (torch.tensor([1.0 if f == "paper" else -1.0 for f in forms], dtype=e_real.dtype, device=e_real.device)
+            if isinstance(form, (list, tuple)) else (1.0 if form == "paper" else -1.0))
     return contrastive_divergence(e_real, e_fake) + alpha * (e_real.pow(2).mean(-1) + sign * e_fake.pow(2).mean(-1))
 
 
@@ -213,6 +216,17 @@ class MLPEnergy(nn.Module):
                 h = F.silu(h)
         e = h.squeeze(-1)                                                     # [S, N]
         return e[0] if single else e
+
+    def member(self, s: int) -> "MLPEnergy":
+        """Member s as a stand-alone model (a copy of its weights)."""
+        if not 0 <= s < self.members:
+            raise ValueError(f"member s={s!r}: this ensemble has members 0..{self.members - 1}")
+        dims = [self.weights[0].shape[1]] + [w.shape[2] for w in self.weights]
+        one = MLPEnergy(dims[0], dims[1], len(dims) - 2).to(self.weights[0])
+        with torch.no_grad():
+            for mine, theirs in zip(one.parameters(), self.parameters()):
+                mine.copy_(theirs[s:s + 1])
+        return one
 
 
 class ConvEnergy(nn.Module):
@@ -253,8 +267,8 @@ class EBMTrainer:
     """One update = sample fake data with K Langevin steps (from the buffer, or from noise when
     `use_buffer` is False), push them to the buffer, one optimizer step on `ebm_loss`.
 
-    For an ensemble energy (`energy.members = S > 1`, data [S, N, ...]) `noise_scale`, `alpha`
-    and `use_buffer` may be lists, one value per member; each member has its own buffer.
+    For an ensemble energy (`energy.members = S > 1`, data [S, N, ...]) `noise_scale`, `alpha`,
+    `form` and `use_buffer` may be lists, one value per member; each member has its own buffer.
     Sampling runs with the energy in eval mode (spectral norm's power iteration then runs once per
     update, in the loss's forward, not once per Langevin step).
     """
@@ -263,11 +277,13 @@ class EBMTrainer:
                  n_steps: int, step_size: float, noise_scale=1.0, alpha=0.1, form: str = "paper",
                  use_buffer=True, buffer_size: int = 10000, reinit_prob: float = 0.05,
                  clamp: tuple[float, float] | None = None, generator: torch.Generator | None = None):
-        if form not in REG_FORMS:
-            raise ValueError(f"form={form!r}: must be one of {REG_FORMS}")
         self.members = getattr(energy, "members", 1)
+        forms = _per_member(form, self.members, "form")
+        if any(f not in REG_FORMS for f in forms):
+            raise ValueError(f"form={form!r}: must be one of {REG_FORMS}")
         self.energy, self.optimizer, self.init_fn = energy, optimizer, init_fn
-        self.n_steps, self.step_size, self.form, self.clamp, self.generator = n_steps, step_size, form, clamp, generator
+        self.n_steps, self.step_size, self.clamp, self.generator = n_steps, step_size, clamp, generator
+        self.form = forms[0] if self.members == 1 or len(set(forms)) == 1 else forms
         scales = _per_member(noise_scale, self.members, "noise_scale")
         alphas = _per_member(alpha, self.members, "alpha")
         if self.members == 1:
@@ -354,9 +370,9 @@ def ebm_adam(params, lr: float) -> torch.optim.Optimizer:
 class EbmParams:
     """params.yaml `ebm`: the chapter-02 experiments (validated by kexue.config)."""
 
-    step_size: float = param(0.005, lo=1e-8, hi=1.0, doc="Langevin step epsilon (article reference 1/200)")
+    step_size: float = param(0.005, lo=1e-8, hi=1.0, doc="Langevin step epsilon, 2-D (article reference 1/200)")
     chain_steps: int = param(20, lo=1, hi=10**5, doc="Langevin steps K per update (article 20-50)")
-    alpha: float = param(0.1, lo=0.0, hi=100.0, doc="weight of the squared-energy term")
+    alpha: float = param(0.1, lo=0.0, hi=100.0, doc="weight of the squared-energy term, 2-D")
     reinit_prob: float = param(0.05, lo=0.0, hi=1.0, doc="fraction of chains restarted from noise")
     ref_grad_step: float = param(10.0, lo=1e-8, hi=1e6, doc="reference code's gradient step lambda")
     ref_noise_std: float = param(0.005, lo=0.0, hi=10.0, doc="reference code's noise std sigma")
@@ -364,20 +380,20 @@ class EbmParams:
     toy_steps: int = param(1000, lo=1, hi=10**7)
     toy_batch: int = param(128, lo=2, hi=10**6)
     toy_hidden: int = param(64, lo=1, hi=4096)
-    toy_lr: float = param(1e-3, lo=0.0, hi=1.0)
+    toy_lr: float = param(3e-3, lo=0.0, hi=1.0)
     toy_buffer: int = param(10000, lo=1, hi=10**8)
     toy_seeds: int = param(3, lo=2, hi=100)
     toy_eval_samples: int = param(2000, lo=10, hi=10**7)
     toy_grid: int = param(200, lo=10, hi=4000, doc="grid cells per side for the KL to the true density")
-    stationary_steps: int = param(500, lo=1, hi=10**7, doc="long-chain steps for the stationarity check")
-    image_steps: int = param(300, lo=1, hi=10**7)
+    stationary_steps: int = param(500, lo=1, hi=10**7, doc="long-chain steps on a learned 2-D energy")
+    image_steps: int = param(200, lo=1, hi=10**7)
     image_batch: int = param(64, lo=2, hi=4096)
     image_width: int = param(16, lo=1, hi=1024)
-    image_lr: float = param(1e-4, lo=0.0, hi=1.0)
-    image_alpha: float = param(1.0, lo=0.0, hi=100.0)
-    image_step_size: float = param(1e-4, lo=1e-10, hi=1.0)
-    image_noise_scale: float = param(1.0, lo=0.0, hi=10.0)
+    image_lr: float = param(3e-4, lo=0.0, hi=1.0)
+    image_alpha: float = param(1.0, lo=0.0, hi=100.0, doc="squared-energy weight (reference code: 1)")
+    image_chain_steps: int = param(20, lo=1, hi=10**5)
     image_buffer: int = param(10000, lo=1, hi=10**7)
     image_eval_samples: int = param(1000, lo=10, hi=10000)
+    fresh_chain_steps: int = param(60, lo=1, hi=10**6, doc="steps of the chains started from noise after training")
     long_chain_steps: int = param(1000, lo=1, hi=10**6)
     ood_samples: int = param(2000, lo=10, hi=5000, doc="Fashion test images and MNIST digits for the AUROC")
