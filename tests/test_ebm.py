@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from kexue.ebm import (ConvEnergy, EBMTrainer, MLPEnergy, ReplayBuffer, contrastive_divergence, ebm_adam, ebm_loss,
-                       fit, gaussian_chain_variance, langevin, reference_sampler_scales, uniform_init)
+                       fit, gaussian_chain_variance, langevin, per_sample_grads, reference_sampler_scales,
+                       uniform_init)
 
 
 def quadratic(variance=1.0):
@@ -133,7 +134,7 @@ def test_buffer_rejects_bad_arguments(kwargs, message):
 
 # --- loss ---
 
-def per_sample_grads(energy, x):
+def brute_force_grads(energy, x):
     params = list(energy.parameters())
     out = []
     for xi in x:
@@ -153,14 +154,24 @@ def test_loss_gradient_is_the_contrastive_estimator(alpha, form):
     got = torch.autograd.grad(loss, list(energy.parameters()))
     sign = 1.0 if form == "paper" else -1.0
     expected = [torch.zeros_like(p) for p in energy.parameters()]
-    for (e, grads) in per_sample_grads(energy, x_r):
+    for (e, grads) in brute_force_grads(energy, x_r):
         for acc, gr in zip(expected, grads):
             acc += (1 + 2 * alpha * e) * gr / len(x_r)
-    for (e, grads) in per_sample_grads(energy, x_f):
+    for (e, grads) in brute_force_grads(energy, x_f):
         for acc, gr in zip(expected, grads):
             acc -= (1 - sign * 2 * alpha * e) * gr / len(x_f)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_per_sample_grads_average_to_the_batch_gradient():
+    torch.manual_seed(0)
+    energy = MLPEnergy(2, 8).double()
+    x = torch.randn(6, 2, dtype=torch.float64)
+    u, grads = per_sample_grads(energy, x)
+    batch = torch.cat([g.reshape(-1) for g in torch.autograd.grad(energy(x).mean(), list(energy.parameters()))])
+    torch.testing.assert_close(u, energy(x).detach())
+    torch.testing.assert_close(grads.mean(0), batch)
 
 
 def test_loss_rejects_unknown_form():

@@ -183,6 +183,18 @@ def ebm_loss(e_real: torch.Tensor, e_fake: torch.Tensor, alpha: float | torch.Te
     return contrastive_divergence(e_real, e_fake) + alpha * (e_real.pow(2).mean(-1) + sign * e_fake.pow(2).mean(-1))
 
 
+def per_sample_grads(energy: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(U(x_i) [N], flattened parameter gradients of U(x_i) [N, P]): the per-sample terms of the
+    contrastive estimator (notebook sections 5 and 10), one backward pass per sample."""
+    params = list(energy.parameters())
+    energies, grads = [], []
+    for xi in x:
+        e = energy(xi[None])[0]
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(e, params)]))
+        energies.append(e.detach())
+    return torch.stack(energies), torch.stack(grads)
+
+
 # --- energies ---
 
 class MLPEnergy(nn.Module):
@@ -289,8 +301,7 @@ class EBMTrainer:
         if self.members == 1:
             self.noise_scale, self.alpha = scales[0], alphas[0]
         else:
-            shape = (self.members,) + (1,) * 2        # broadcasts over [S, N, d]
-            self.noise_scale = torch.tensor(scales, dtype=torch.float32).reshape(shape)
+            self.noise_scale = torch.tensor(scales, dtype=torch.float32).reshape(-1, 1, 1)   # over [S, N, d]
             self.alpha = torch.tensor(alphas, dtype=torch.float32)
         self.buffers = [ReplayBuffer(buffer_size, reinit_prob, init_fn, generator) if b else None
                         for b in _per_member(use_buffer, self.members, "use_buffer")]
