@@ -1,20 +1,29 @@
-"""One place for what every chapter writes: figures, tables, DVCLive metrics, claims.
+"""One place for what every chapter writes and shows: figures, tables, notes, DVCLive metrics, claims.
 
 A chapter's report folder (`reports/CHAPTER/`, or the runner's staging folder):
 
-    CHAPTER.ipynb, CHAPTER.html   written by the runner
+    CHAPTER.ipynb, CHAPTER.html   written by the runner (with params.yaml and status.json)
     metrics.json                  DVCLive summary (dvc metrics)
     plots/metrics/*.tsv           DVCLive step curves (dvc plots)
     figures/*.png, tables/*.csv   written here
+    summary.md                    one generated line for the front page (`Report.summary`)
+    findings.md                   generated bullets for the front page and README (`Report.finding`)
+
+In a notebook every figure and table is also *shown* where the text discusses it
+(`figure`, `show`, `claims`), and every interpretation that quotes a number is
+generated Markdown (`note`, `finding`), so text and measurement cannot drift.
+DESIGN.md, "Reports", gives the conventions.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")
+matplotlib.use("Agg")   # figures are rendered to PNG here and shown as images (deterministic bytes)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -24,10 +33,105 @@ from .config import ROOT  # noqa: E402
 VERDICTS = ("supported", "not supported", "inconclusive at this scale")
 
 
+def _display(obj) -> None:
+    """IPython's display inside a kernel; nothing outside one (scripts, tests)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:      # pragma: no cover - IPython is a dependency
+        return
+    if get_ipython() is not None:
+        display(obj)
+
+
+def fmt(x, sig: int = 3) -> str:
+    """A number with `sig` significant figures, readable: 0.000123 -> '1.23e-04', 1234.5 -> '1.23e+03'
+    only past 1e5; integers stay integers; NaN -> 'n/a'."""
+    if x is None:
+        return "n/a"
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return f"{int(x):,}" if abs(int(x)) >= 10_000 else str(int(x))
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if not math.isfinite(x):
+        return "n/a" if math.isnan(x) else ("∞" if x > 0 else "−∞")
+    if x == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(x)))
+    if mag >= 5 or mag < -3:
+        return f"{x:.{sig - 1}e}"
+    decimals = max(sig - 1 - mag, 0)
+    return f"{x:,.{decimals}f}" if mag >= 4 else f"{x:.{decimals}f}"
+
+
+def format_table(df: pd.DataFrame, sig: int = 3) -> pd.DataFrame:
+    """Every float cell as `fmt(x, sig)`; other cells as they are. For display, never for CSV."""
+    out = df.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]) or pd.api.types.is_integer_dtype(out[col]):
+            out[col] = [fmt(v, sig) for v in out[col]]
+    return out
+
+
+def table_html(df: pd.DataFrame, sig: int = 3, index: bool | None = None) -> str:
+    """An HTML table (cells escaped, numbers with `sig` significant figures).
+
+    HTML, not Markdown: a cell holding `|` or `*` cannot break it. The index is shown
+    only when it carries names (not a plain 0..n-1 range).
+    """
+    if index is None:
+        index = not isinstance(df.index, pd.RangeIndex)
+    return format_table(df, sig).to_html(index=index, escape=True, border=0, classes="kexue-table",
+                                         na_rep="n/a")
+
+
+class _HTML:
+    """Minimal rich-display object: what `IPython.display.HTML` does, without its warnings."""
+    def __init__(self, html: str):
+        self.html = html
+
+    def _repr_html_(self):
+        return self.html
+
+
+class _Markdown:
+    def __init__(self, md: str):
+        self.md = md
+
+    def _repr_markdown_(self):
+        return self.md
+
+
+class _PNG:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def _repr_png_(self):
+        return self.data
+
+
+def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
+    """A progress bar on the terminal that runs the stage, never in the notebook's outputs.
+
+    Inside a kernel, `sys.__stderr__` is the kernel process's own stderr, which the
+    runner's terminal inherits; the notebook only captures `sys.stderr`.
+    """
+    from tqdm.std import tqdm
+    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    return tqdm(iterable, desc=desc, total=total, file=stream, leave=False, dynamic_ncols=True,
+                mininterval=1.0, **kw)
+
+
 @dataclass
 class Report:
-    """Paths of one chapter's report folder, created on first use."""
+    """Paths of one chapter's report folder, created on first use, and what the notebook shows."""
     dir: Path
+    _figures: int = field(default=0, init=False, repr=False)
+    _findings: list = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         self.dir = Path(self.dir)
@@ -35,22 +139,68 @@ class Report:
             self.dir = ROOT / self.dir
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         (self.dir / "tables").mkdir(parents=True, exist_ok=True)
+        for stale in ("findings.md", "summary.md"):
+            (self.dir / stale).unlink(missing_ok=True)
 
     def live(self):
         """A DVCLive logger writing metrics.json and plots/ here; dvc.yaml declares them."""
         from dvclive import Live
         return Live(dir=str(self.dir), dvcyaml=False, save_dvc_exp=False, report=None)
 
-    def figure(self, fig: plt.Figure, name: str) -> Path:
+    def figure(self, fig: plt.Figure, name: str, caption: str = "") -> Path:
+        """Save `figures/NAME.png`, show it inline with its caption, close the figure.
+
+        The image shown is the saved file's bytes, so notebook and PNG cannot differ.
+        """
         path = self.dir / "figures" / f"{name}.png"
         # Fixed metadata so the PNG bytes depend only on the pixels.
         fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        plt.close(fig)
+        self._figures += 1
+        _display(_PNG(path.read_bytes()))
+        label = f"**Figure {self._figures}** (`figures/{name}.png`)"
+        _display(_Markdown(f"{label}. {caption}" if caption else label))
         return path
 
     def table(self, df: pd.DataFrame, name: str, index: bool = True) -> Path:
+        """Save `tables/NAME.csv` (full precision); see `show` for the reader's view."""
         path = self.dir / "tables" / f"{name}.csv"
         df.to_csv(path, index=index, float_format="%.6g")
         return path
+
+    def show(self, df: pd.DataFrame, name: str | None = None, caption: str = "", sig: int = 3,
+             index: bool | None = None) -> pd.DataFrame:
+        """Show `df` as an HTML table with readable numbers; save it as `tables/NAME.csv` when named."""
+        if name is not None:
+            self.table(df, name, index=True if index is None else index)
+        html = table_html(df, sig=sig, index=index)
+        if caption or name:
+            where = f" (`tables/{name}.csv`)" if name else ""
+            _display(_Markdown(f"*{caption}*{where}" if caption else f"`tables/{name}.csv`"))
+        _display(_HTML(html))
+        return df
+
+    def claims(self, rows: list[dict]) -> pd.DataFrame:
+        """Validate the claims table, save `tables/claims.csv`, show it as an HTML table."""
+        df = claims_table(rows)
+        self.table(df, "claims", index=False)
+        _display(_HTML(table_html(df, index=False)))
+        return df
+
+    def note(self, md: str) -> None:
+        """Generated Markdown: an interpretation whose numbers come from the measurement."""
+        _display(_Markdown(md))
+
+    def finding(self, md: str) -> None:
+        """A headline result: shown here, and collected in `findings.md` (front page, README)."""
+        self.note(md)
+        self._findings.append(" ".join(md.split()))
+        (self.dir / "findings.md").write_text("".join(f"- {f}\n" for f in self._findings), encoding="utf-8")
+
+    def summary(self, md: str) -> None:
+        """The chapter's one-line finding for the front page (`summary.md`)."""
+        self.note(md)
+        (self.dir / "summary.md").write_text(" ".join(md.split()) + "\n", encoding="utf-8")
 
 
 def mean_std(values, digits: int = 2, scale: float = 1.0) -> str:
