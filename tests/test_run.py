@@ -1,8 +1,10 @@
 """kexue.run: the one notebook runner, on a throw-away chapter (runs a real kernel)."""
 import json
+import re
 
 import nbformat
 import pytest
+import yaml
 
 from kexue import run
 from kexue.config import ParamsError
@@ -49,6 +51,16 @@ def test_run_writes_report_without_volatile_metadata(sandbox):
     assert len(injected) == 1 and "seed = 5" in injected[0].source
     assert "hello from the notebook" in json.dumps(nb.cells[-1].outputs)
     assert [p.name for p in rep_dir.iterdir()] == ["99_fake"]    # no staging left behind
+    # The values that ran, and the run's status (kept out of the notebook and of metrics.json).
+    ran = yaml.safe_load((final / "params.yaml").read_text())
+    assert ran["common"]["seed"] == 5 and ran["common"]["scale"] == "default"
+    status = json.loads((final / "status.json").read_text())
+    assert {"scale", "device", "stage_seconds", "finished_utc", "git_revision"} <= set(status)
+    assert status["stage_seconds"] >= 0 and status["device"].startswith(("cpu", "cuda"))
+    page = (final / "99_fake.html").read_text()
+    assert 'href="../index.html"' in page and "assets/mathjax/MathJax.js" in page
+    assert not re.search(r'<script[^>]+src="https?://', page)          # nothing from the network
+    assert "seed, device, scale, threads = 0" not in page               # parameters shown once
     # A rerun with the same params gives the same bytes.
     before = (final / "99_fake.ipynb").read_bytes()
     run.run_chapter("99_fake", overrides={"common": {"seed": 5}}, reports=rep_dir)

@@ -3,8 +3,10 @@
 Every chapter reads its parameters through `chapter_params(section)`: the
 `common` section plus the chapter's own, validated against its schema (a
 dataclass beside the chapter's code, found through `kexue.chapters`),
-with the scale preset of `scales.yaml` applied on top when
-`common.scale` is not `default`.
+with the scale preset of `scales.yaml` filling in the values left at their
+defaults when `common.scale` is not `default` (a value set by hand wins).
+The runner writes the values that ran to `reports/CHAPTER/params.yaml`, which
+`dvc exp show` lists (dvc.yaml's top-level `params`).
 """
 from __future__ import annotations
 
@@ -108,14 +110,21 @@ def load_yaml(path: Path) -> dict:
     return data
 
 
-def validate_params(params: dict, scales: dict | None = None) -> dict:
-    """Validate a whole params mapping (every section), and the scale presets."""
-    sections = schema()
-    unknown = sorted(set(params) - set(sections))
-    if unknown:
-        raise ParamsError(f"unknown params section {unknown[0]!r}; known: {sorted(sections)}")
+def validate_params(params: dict, scales: dict | None = None, sections: list[str] | None = None) -> dict:
+    """Validate `sections` of a params mapping (default: every section) and their scale presets.
+
+    A chapter validates only `common` and its own section, so a bad value in another
+    chapter's section cannot stop it.
+    """
+    known = schema()
+    unknown = sorted(set(params) - set(known))
+    if unknown and sections is None:
+        raise ParamsError(f"unknown params section {unknown[0]!r}; known: {sorted(known)}")
+    sections = list(known) if sections is None else sections
     out = {s: validate_section(s, params.get(s)) for s in sections}
     for section, presets in (scales or {}).items():
+        if section not in sections:
+            continue
         for scale, overrides in (presets or {}).items():
             if scale not in SCALES or scale == "default":
                 raise ParamsError(f"scales.yaml: {section}.{scale}: scale must be 'smoke' or 'gpu'")
@@ -123,22 +132,37 @@ def validate_params(params: dict, scales: dict | None = None) -> dict:
     return out
 
 
+def schema_defaults(section: str) -> dict:
+    """The default-scale value of every key of `section` (its dataclass defaults = params.yaml's)."""
+    return {f.name: f.default for f in dataclasses.fields(schema()[section])}
+
+
+def apply_preset(section: str, values: dict, preset: dict) -> dict:
+    """A scale preset fills in only keys still at their default value: a value set by hand
+    (`dvc exp run -S gan.image_steps=500`, or an edit of params.yaml) wins over the preset."""
+    defaults = schema_defaults(section)
+    return {k: (preset[k] if k in preset and v == defaults[k] else v) for k, v in values.items()}
+
+
 def chapter_params(section: str, params_file: Path = PARAMS_FILE, scales_file: Path = SCALES_FILE,
                    overrides: dict | None = None) -> dict:
-    """`common` + `section`, validated, with the scale preset applied; flat dict.
+    """The parameters a chapter runs with: `common` + `section`, validated, preset applied; flat dict.
 
-    `overrides` (e.g. {"common": {"scale": "smoke"}}) are applied before validation.
-    Keys of `common` and of the section never clash (checked).
+    Only `common` and `section` are validated. `overrides` (e.g. {"common": {"scale": "smoke"}})
+    are applied before validation. With `common.scale` smoke or gpu, the preset of `scales.yaml`
+    replaces the values still at their defaults (`apply_preset`). Keys of `common` and of the
+    section never clash (checked).
     """
     params = load_yaml(params_file)
     scales = load_yaml(scales_file) if scales_file.exists() else {}
     for s, vals in (overrides or {}).items():
         params[s] = {**(params.get(s) or {}), **vals}
-    full = validate_params(params, scales)
+    wanted = ["common"] if section == "common" else ["common", section]
+    full = validate_params(params, scales, sections=wanted)
     common, chapter = full["common"], {} if section == "common" else full[section]
     if chapter and common["scale"] != "default":
         preset = (scales.get(section) or {}).get(common["scale"]) or {}
-        chapter = validate_section(section, {**chapter, **preset})
+        chapter = validate_section(section, apply_preset(section, chapter, preset))
     clash = set(common) & set(chapter)
     if clash:
         raise ParamsError(f"section {section!r} repeats common keys {sorted(clash)}")

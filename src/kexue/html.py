@@ -82,9 +82,9 @@ def nav(here: str | None, prefix: str) -> str:
 def chapter_footer(chapter: str, folder: Path) -> str:
     """Links to the chapter's seed article, its figures, tables and machine-readable outputs."""
     from .chapters import BOOK, seed_url
-    _, title, seed = BOOK[chapter]
-    links = [f'Seed article: <a href="{seed_url(chapter)}">kexue.fm/archives/{seed}</a>',
-             '<a href="../index.html">front page</a>',
+    title = BOOK[chapter][1] if chapter in BOOK else chapter
+    links = [f'Seed article: <a href="{seed_url(chapter)}">{seed_url(chapter)}</a>'] if chapter in BOOK else []
+    links += ['<a href="../index.html">front page</a>',
              f'<a href="{chapter}.ipynb">{chapter}.ipynb</a>']
     for name in ("metrics.json", "params.yaml", "benchmark.md"):
         if (folder / name).exists():
@@ -100,10 +100,10 @@ def chapter_footer(chapter: str, folder: Path) -> str:
 
 
 def chapter_header(chapter: str) -> str:
-    from .chapters import seed_url
-    return (nav(chapter, "../") + f'<p class="kexue-footer" style="border:0;margin:0">'
-            f'Seed article: <a href="{seed_url(chapter)}">{seed_url(chapter)}</a> · '
-            f'<a href="#kexue-files">figures and tables</a></p>')
+    from .chapters import BOOK, seed_url
+    seed = (f'Seed article: <a href="{seed_url(chapter)}">{seed_url(chapter)}</a> · ' if chapter in BOOK else "")
+    return (nav(chapter, "../") + '<p class="kexue-footer" style="border:0;margin:0">'
+            + seed + '<a href="#kexue-files">figures, tables and files</a></p>')
 
 
 def render_chapter(ipynb: Path, out_html: Path, chapter: str) -> Path:

@@ -3,8 +3,13 @@
 jupytext text notebook `notebooks/CHAPTER.py`
   -> papermill, with the chapter's params section plus `common` injected after
      the cell tagged `parameters`, and `report_dir` pointing at a staging folder
-  -> executed `.ipynb` with volatile metadata stripped -> HTML
+  -> executed `.ipynb` with volatile metadata stripped -> HTML (`kexue.html`)
+  -> `params.yaml` (the values that ran, scale preset applied) and `status.json`
+     (scale, device, stage time, date, git revision: kept out of DVC metrics)
   -> the staging folder replaces `reports/CHAPTER/` only when all of that worked.
+
+While it runs, the terminal shows the section being executed; the notebook's
+own progress bars (`kexue.report.progress`) draw there too, never in the notebook.
 
 A failing cell raises `NotebookFailed`, which names the cell; the previous report
 stays where it was. `--prepare-only DIR` writes the parameterised notebook
@@ -13,7 +18,12 @@ without running it (used by the nbval tests).
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import platform
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,9 +31,11 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import yaml
+from jupyter_client.manager import KernelManager
 
 from .chapters import CHAPTERS
-from .config import ROOT, ParamsError, chapter_params
+from .config import ROOT, Common, ParamsError, chapter_params
 
 NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
@@ -34,6 +46,17 @@ VOLATILE_CELL_KEYS = ("start_time", "end_time", "duration", "status", "exception
 
 class NotebookFailed(RuntimeError):
     """A cell raised; the message names the cell and the error."""
+
+
+class LocalKernelManager(KernelManager):
+    """Kernel over local IPC sockets (no TCP port, so no unencrypted-TCP warning)."""
+    def __init__(self, **kw):
+        super().__init__(transport="ipc", **kw)
+
+
+# The kernel leaves its own stderr alone (no fd capture): progress bars written to
+# sys.__stderr__ reach the terminal and stay out of the notebook.
+KERNEL_ARGS = ["--IPKernelApp.capture_fd_output=False"]
 
 
 def chapter_section(chapter: str) -> str:
@@ -81,10 +104,72 @@ def first_error(nb: nbformat.NotebookNode) -> str:
     return "unknown cell"
 
 
-def to_html(ipynb: Path, html: Path) -> None:
-    from nbconvert import HTMLExporter
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(ipynb, as_version=4))
-    html.write_text(body, encoding="utf-8")
+def section_headings(nb: nbformat.NotebookNode) -> dict[int, str]:
+    """Cell index -> the last Markdown heading (`#`, `##`) above it: what the terminal shows."""
+    out, current = {}, ""
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "markdown":
+            heads = re.findall(r"^#{1,2}\s+(.+)$", cell.source, flags=re.M)
+            if heads:
+                current = heads[-1].strip()
+        out[i] = current
+    return out
+
+
+def section_printer(chapter: str, nb: nbformat.NotebookNode):
+    """An nbclient `on_cell_start` hook printing each new section to stderr."""
+    headings, n, last = section_headings(nb), len(nb.cells), [None]
+
+    def hook(cell, cell_index, **_):
+        heading = headings.get(cell_index, "")
+        if heading and heading != last[0]:
+            last[0] = heading
+            print(f"[{chapter}] cell {cell_index + 1}/{n}: {heading}", file=sys.stderr, flush=True)
+    return hook
+
+
+def git_revision() -> str:
+    """Short commit hash, with `+dirty` when tracked files differ from it; 'unknown' outside git."""
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src", "notebooks",
+                                "params.yaml", "scales.yaml"], cwd=ROOT, capture_output=True, text=True).stdout
+        return rev + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_label(device: str) -> str:
+    """What the chapter ran on, in words: 'cpu (model, N threads)' or the CUDA device's name."""
+    import torch
+    from .config import pick_device
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})"
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"cpu ({model})"
+
+
+def effective_params(section: str, params: dict) -> dict:
+    """The flat parameters split back into `common` and the chapter's section, for params.yaml."""
+    common_keys = set(Common.__dataclass_fields__)
+    out = {"common": {k: v for k, v in params.items() if k in common_keys}}
+    if section != "common":
+        out[section] = {k: v for k, v in params.items() if k not in common_keys and k != "report_dir"}
+    return out
+
+
+def to_html(ipynb: Path, html: Path, chapter: str) -> None:
+    from .html import render_chapter
+    render_chapter(ipynb, html, chapter)
 
 
 def replace_entries(staging: Path, final: Path) -> None:
@@ -134,11 +219,15 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
         params["report_dir"] = str(staging.relative_to(ROOT)) if staging.is_relative_to(ROOT) else str(staging)
         src = staging / f".{chapter}.input.ipynb"
         out = staging / f"{chapter}.ipynb"
-        nbformat.write(read_text_notebook(chapter), src)
+        text_nb = read_text_notebook(chapter)
+        nbformat.write(text_nb, src)
         t0 = time.time()
+        print(f"[{chapter}] running at scale {params['scale']} ({len(text_nb.cells)} cells)", file=sys.stderr)
         try:
             pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
-                                progress_bar=False, cwd=str(ROOT), log_output=False)
+                                progress_bar=False, cwd=str(ROOT), log_output=False,
+                                kernel_manager_class=LocalKernelManager, extra_arguments=KERNEL_ARGS,
+                                on_cell_start=section_printer(chapter, text_nb))
         except pm.PapermillExecutionError as e:
             raise NotebookFailed(f"{chapter}: cell {e.cell_index} (execution count {e.exec_count}) "
                                  f"failed: {e.ename}: {e.evalue}") from None
@@ -149,10 +238,20 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
         src.unlink()
         nb = strip_volatile(nbformat.read(out, as_version=4))
         nbformat.write(nb, out)
-        to_html(out, staging / f"{chapter}.html")
+        seconds = time.time() - t0
+        with open(staging / "params.yaml", "w") as fh:
+            fh.write("# The parameters this report ran with (scale preset applied); written by kexue.run.\n")
+            yaml.safe_dump(effective_params(section, params), fh, sort_keys=False)
+        status = {"chapter": chapter, "scale": params["scale"], "device": device_label(params["device"]),
+                  "threads": params["threads"], "stage_seconds": round(seconds, 1),
+                  "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                  "git_revision": git_revision(), "python": platform.python_version(),
+                  "torch": __import__("torch").__version__}
+        (staging / "status.json").write_text(json.dumps(status, indent=1) + "\n")
+        to_html(out, staging / f"{chapter}.html", chapter)
         replace_entries(staging, final)
         print(f"{chapter}: report in {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final} "
-              f"({time.time() - t0:.0f} s)")
+              f"({seconds:.0f} s)")
         return final
     finally:
         if staging.exists():
