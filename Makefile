@@ -8,7 +8,7 @@ FASHION_DEB := /usr/share/datasets/fashion-mnist
 # dvc stages call `python`: make it the venv's.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test venv data-source unit nbval clean-venv
+.PHONY: repro test venv system-deps clean-venv
 
 venv: $(VENV)/.installed
 
@@ -18,21 +18,31 @@ $(VENV)/.installed: pyproject.toml
 	set -o pipefail; $(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
 	touch $@
 
-# Offline source of Fashion-MNIST (DESIGN.md "Data"): Debian's package, when we may install it.
-data-source:
-	@if [ ! -d $(FASHION_DEB) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's dataset-fashion-mnist"; \
-	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
-	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)) || \
-	  echo "apt-get failed: the data stage will try torchvision's download"; \
+# Debian packages, installed when we may (root with apt-get; otherwise say what is missing):
+# the offline source of Fashion-MNIST (DESIGN.md "Data") and Chromium for the browser test.
+DEBS := dataset-fashion-mnist chromium chromium-driver
+system-deps:
+	@missing=""; \
+	[ -d $(FASHION_DEB) ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian packages:$$missing"; \
+	    (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) || \
+	    echo "apt-get failed for$$missing: the data stage will try torchvision's download; the browser test needs chromium"; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
-repro: venv data-source
+repro: venv system-deps
 	$(BIN)/dvc repro
 
-# Unit tests, then every chapter notebook at smoke scale under nbval, in one pytest run.
-test: venv data-source
-	$(BIN)/dvc repro data fashion_classifier
+# Unit tests, the browser test of the committed reports, then every chapter notebook at smoke
+# scale under nbval, in one pytest run. The data stage rebuilds data/ (content-addressed: same
+# hashes as dvc.lock); the feature classifier is committed, so nothing else is rebuilt.
+test: venv system-deps
+	$(BIN)/dvc repro data
 	rm -rf build/nbval
 	$(BIN)/python -m kexue.run --scale smoke --prepare-only build/nbval $$($(BIN)/python -c "from kexue.run import SECTIONS; print(*SECTIONS)")
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider

@@ -48,3 +48,34 @@ def test_committed_report_has_no_volatile_metadata_and_no_errors(path):
     stage = Path(path).parent.name
     assert (ROOT / "reports" / stage / "metrics.json").exists()
     assert (ROOT / "reports" / stage / f"{stage}.html").exists()
+
+
+@pytest.mark.parametrize("path", REPORT_NBS, ids=lambda p: p.name)
+def test_committed_report_shows_every_saved_figure_inline_and_no_timing(path):
+    nb = json.loads(path.read_text())
+    outputs = [o for c in nb["cells"] for o in c.get("outputs", [])]
+    n_inline = sum("image/png" in o.get("data", {}) for o in outputs)
+    n_saved = len(list((path.parent / "figures").glob("*.png")))
+    assert n_saved >= 1 and n_inline >= n_saved, f"{path.name}: {n_inline} figures inline, {n_saved} saved"
+    assert not any("text/markdown" in o.get("data", {}) and "|---" in "".join(o["data"]["text/markdown"])
+                   for o in outputs), "tables are shown as HTML, never as Markdown pipes"
+    metrics = (path.parent / "metrics.json").read_text()
+    assert "seconds" not in metrics and "_time" not in metrics, "wall-clock timings belong to status.json"
+    for name in ("summary.md", "findings.md", "params.yaml", "status.json"):
+        assert (path.parent / name).exists(), name
+
+
+def test_chapter_stages_declare_what_the_runner_writes():
+    for chapter in SECTIONS:
+        outs = [next(iter(o)) if isinstance(o, dict) else o for o in DVC["stages"][chapter]["outs"]]
+        for name in (f"{chapter}.ipynb", f"{chapter}.html", "figures", "tables", "summary.md", "findings.md",
+                     "params.yaml", "status.json"):
+            assert f"reports/{chapter}/{name}" in outs, (chapter, name)
+        assert f"reports/{chapter}/params.yaml" in DVC["params"]      # `dvc exp show` lists what ran
+
+
+def test_readme_findings_are_generated_from_the_committed_reports():
+    from kexue.index import BEGIN, END, readme_findings
+    text = (ROOT / "README.md").read_text()
+    block = BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    assert block == readme_findings(), "README's findings differ from the reports: run `python -m kexue.index`"

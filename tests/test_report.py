@@ -47,16 +47,40 @@ def test_claims_table_rejects_unknown_verdicts():
 
 
 def test_report_folder_and_index(tmp_path):
+    import json
     import matplotlib.pyplot as plt
     import pandas as pd
-    rep = Report(tmp_path / "99_x")
+    rep = Report(tmp_path / "01_single_loss_gan")
     fig = plt.figure()
     plt.plot([0, 1])
-    rep.figure(fig, "line")
-    rep.table(claims_table([{"claim": "c<1>", "evidence": "e", "verdict": "supported"}]), "claims", index=False)
-    rep.table(pd.DataFrame({"a": [1]}), "numbers")
-    (rep.dir / "99_x.ipynb").write_text("{}")
-    (rep.dir / "benchmark.md").write_text("| a | <b> |")
-    page = write_index(tmp_path, {"99_x": "x", "98_y": "y"}).read_text()
-    assert "99_x/figures/line.png" in page and "c&lt;1&gt;" in page and "numbers" in page
-    assert "not run yet" in page and "| a | &lt;b&gt; |" in page
+    rep.figure(fig, "line", caption="a line, $x_1$")
+    assert json.loads((rep.dir / "figures" / "captions.json").read_text()) == {"line": "a line, $x_1$"}
+    rep.claims([{"claim": "c<1>", "evidence": "a | b", "verdict": "supported"}])
+    rep.show(pd.DataFrame({"a": [1.23456]}), name="numbers")
+    rep.finding("first **finding** 1.5")
+    rep.finding("second")
+    rep.summary("1 supported")
+    assert (rep.dir / "findings.md").read_text() == "- first **finding** 1.5\n- second\n"
+    (rep.dir / "01_single_loss_gan.ipynb").write_text("{}")
+    (rep.dir / "01_single_loss_gan.html").write_text("<html></html>")
+    (rep.dir / "benchmark.md").write_text("# t\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    (rep.dir / "status.json").write_text(json.dumps({"chapter": "01_single_loss_gan", "scale": "default",
+                                                     "device": "cpu (x)", "threads": 2, "stage_seconds": 90,
+                                                     "finished_utc": "2026-01-01 00:00", "git_revision": "abc"}))
+    page = write_index(tmp_path, {"01_single_loss_gan": "gan", "02_energy_based_model": "ebm"}).read_text()
+    assert "01_single_loss_gan/figures/line.png" in page and "c&lt;1&gt;" in page and "a | b" in page
+    assert "a line" in page and "first <strong>finding</strong> 1.5" in page
+    assert "Not run yet" in page and "planned" in page                # 02 missing; 03 and 05 planned
+    assert "<table class='kexue-table'>\n<thead>" in page                # benchmark as a table
+    assert "1 supported" in page and "<td>1.5</td>" in page              # status: 90 s = 1.5 min
+    assert (tmp_path / "assets" / "mathjax" / "MathJax.js").exists()
+
+
+def test_number_formatting():
+    from kexue.report import fmt, table_html
+    assert fmt(513672934852.382) == "5.14e+11" and fmt(0.000123) == "1.23e-04"
+    assert fmt(12.3456) == "12.3" and fmt(0.5) == "0.500" and fmt(45000) == "45,000" and fmt(7) == "7"
+    assert fmt(float("nan")) == "n/a" and fmt(None) == "n/a"
+    import pandas as pd
+    html = table_html(pd.DataFrame({"x": [1.23456], "t": ["a|b<"]}))
+    assert "1.23" in html and "a|b&lt;" in html and "Unnamed" not in html and "<th>0</th>" not in html

@@ -35,11 +35,19 @@ from .config import param
 REG_FORMS = ("paper", "article")
 
 
+def _progress(iterable, desc: str | None, total: int):
+    """`iterable` with a terminal progress bar (`kexue.report.progress`) when `desc` is given."""
+    if not desc:
+        return iterable
+    from .report import progress
+    return progress(iterable, desc=desc, total=total)
+
+
 # --- Langevin dynamics (notebook section 2) ---
 
 def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int, step_size: float,
              noise_scale: float | torch.Tensor = 1.0, clamp: tuple[float, float] | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+             generator: torch.Generator | None = None, desc: str | None = None) -> torch.Tensor:
     r"""Run `n_steps` of $x \leftarrow x - \frac{\varepsilon}{2}\nabla U(x) + \sqrt{\varepsilon}\,s\,\xi$ from `x`.
 
     `energy(x)` returns one energy per sample: shape `x.shape[:k]` for a k-dim batch
@@ -47,7 +55,7 @@ def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_
     tensor broadcasting against x (one s per ensemble member). Gradients are taken with
     `torch.autograd.grad` with respect to x only, so no `.grad` is left on the energy's
     parameters. `clamp=(lo, hi)` projects onto the data box after each step (images).
-    Returns a detached tensor shaped like `x`.
+    `desc` draws a progress bar on the terminal. Returns a detached tensor shaped like `x`.
     """
     if not isinstance(n_steps, int) or isinstance(n_steps, bool) or n_steps < 0:
         raise ValueError(f"n_steps={n_steps!r} must be an integer >= 0")
@@ -58,7 +66,7 @@ def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_
         raise ValueError(f"noise_scale={noise_scale!r} must be finite and >= 0")
     noise_std = math.sqrt(step_size) * (noise_scale.to(x) if torch.is_tensor(noise_scale) else noise_scale)
     x = x.detach().clone()
-    for _ in range(n_steps):
+    for _ in _progress(range(n_steps), desc, n_steps):
         x.requires_grad_(True)
         with torch.enable_grad():
             e = energy(x)
@@ -314,12 +322,12 @@ class EBMTrainer:
         starts = [b.sample(n) if b is not None else self.init_fn(n) for b in self.buffers]
         return starts[0] if self.members == 1 else torch.stack(starts)
 
-    def sample(self, x0: torch.Tensor, n_steps: int | None = None) -> torch.Tensor:
+    def sample(self, x0: torch.Tensor, n_steps: int | None = None, desc: str | None = None) -> torch.Tensor:
         was_training = self.energy.training
         self.energy.eval()
         scale = self.noise_scale.to(x0.device) if torch.is_tensor(self.noise_scale) else self.noise_scale
         x = langevin(self.energy, x0, self.n_steps if n_steps is None else n_steps, self.step_size,
-                     scale, self.clamp, self.generator)
+                     scale, self.clamp, self.generator, desc)
         self.energy.train(was_training)
         return x
 
@@ -345,15 +353,16 @@ class EBMTrainer:
 
 def fit(trainer: EBMTrainer, sample_real: Callable[[int, torch.Generator], torch.Tensor], steps: int, batch: int,
         generator: torch.Generator, device: torch.device | str = "cpu", n_fake: int | None = None,
-        log_every: int = 0) -> list[dict]:
+        log_every: int = 0, desc: str | None = None) -> list[dict]:
     """Run `steps` updates on real batches drawn with `generator` (one batch per member).
 
     Returns one record every `log_every` steps and the last one, each with per-member lists and
     `diverged` (per member: the loss has been non-finite at some step). A single model stops at
-    its first non-finite loss.
+    its first non-finite loss. `desc` draws a progress bar on the terminal.
     """
     history, diverged = [], torch.zeros(trainer.members, dtype=torch.bool)
-    for step in range(1, steps + 1):
+    bar = _progress(range(1, steps + 1), desc, steps)
+    for step in bar:
         if trainer.members == 1:
             x = sample_real(batch, generator)
         else:
@@ -366,6 +375,8 @@ def fit(trainer: EBMTrainer, sample_real: Callable[[int, torch.Generator], torch
                             **{k: v.reshape(-1).tolist() for k, v in stats.items()}})
         if last:
             break
+    if hasattr(bar, "close"):      # a progress bar left early (divergence)
+        bar.close()
     return history
 
 

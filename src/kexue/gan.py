@@ -298,14 +298,18 @@ def dirac_trajectory(method: str, steps: int, lr: float, theta0: float = 0.5, ps
 
 def fit(trainer: GANTrainer, sample_real: Callable[[int, torch.Generator], torch.Tensor], z_dim: int,
         steps: int, batch: int, generator: torch.Generator, device: torch.device | str = "cpu",
-        evaluate: Callable[[int], dict] | None = None, eval_every: int = 0) -> list[dict]:
+        evaluate: Callable[[int], dict] | None = None, eval_every: int = 0, desc: str = "GAN updates"
+        ) -> list[dict]:
     """Run `steps` updates; data and noise drawn from `generator` (reproducible).
 
     Stops early, marking `diverged`, when a loss becomes non-finite. Returns the
     history: one dict per evaluation (`evaluate(step)`), plus the final one.
+    `desc` labels the progress bar drawn on the terminal (never in a notebook's outputs).
     """
+    from .report import progress   # here, not at import: kexue.report sets matplotlib's backend
+
     history = []
-    for step in range(1, steps + 1):
+    for step in progress(range(1, steps + 1), desc=desc):
         x = sample_real(batch, generator).to(device)
         z = torch.randn(batch, z_dim, generator=generator).to(device)
         losses = trainer.step(x, z)

@@ -130,9 +130,26 @@ def auroc(scores_pos, scores_neg) -> float:
     return float(u / (len(pos) * len(neg)))
 
 
+def classifier_sha256_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".sha256")
+
+
 def load_classifier(path: Path = CLASSIFIER_PATH, device: torch.device | str = "cpu") -> FeatureClassifier:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path} missing: run `dvc repro fashion_classifier`")
+    """The committed feature classifier, checked against its recorded SHA-256 before loading.
+
+    It is committed to git (not rebuilt on a fresh clone), so every clone computes the same
+    Fréchet distances; `dvc repro -f fashion_classifier` retrains it (about 2 minutes on 2 cores).
+    """
+    from .data import DataError, file_sha256
+    path = Path(path)
+    record = classifier_sha256_path(path)
+    if not path.exists() or not record.exists():
+        raise FileNotFoundError(f"{path if not path.exists() else record} missing: it is committed to git "
+                                "(git checkout data/), or retrain it with `dvc repro -f fashion_classifier`")
+    expected, got = record.read_text().split()[0], file_sha256(path)
+    if got != expected:
+        raise DataError(f"{path}: SHA-256 is {got}, expected {expected} (recorded in {record.name}): "
+                        "damaged file; `git checkout data/` or retrain with `dvc repro -f fashion_classifier`")
     ckpt = torch.load(path, map_location=device, weights_only=True)
     model = FeatureClassifier(**ckpt["config"]).to(device)
     model.load_state_dict(ckpt["state_dict"])
@@ -180,9 +197,11 @@ def train_feature_classifier(epochs: int = 3, seed: int = 0, threads: int = 2) -
                             torch.Generator().manual_seed(seed))
     _, acc = evaluate(model, xt, yt)
     CLASSIFIER_PATH.parent.mkdir(parents=True, exist_ok=True)
+    from .data import file_sha256
     tmp = CLASSIFIER_PATH.with_suffix(".tmp")
     torch.save({"config": config, "state_dict": model.state_dict()}, tmp)
     tmp.replace(CLASSIFIER_PATH)
+    classifier_sha256_path(CLASSIFIER_PATH).write_text(f"{file_sha256(CLASSIFIER_PATH)}  {CLASSIFIER_PATH.name}\n")
     # Reference distances: real test images against real training images, and against noise.
     feats_train, _ = extract(model, x[:5000])
     feats_test, _ = extract(model, xt[:5000])

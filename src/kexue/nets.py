@@ -51,11 +51,17 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
 
 def train_classifier(model: nn.Module, make_optimizer: Callable[[list], torch.optim.Optimizer],
                      train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor],
-                     epochs: int, batch_size: int, generator: torch.Generator) -> History:
-    """Minibatch training with cross-entropy; shuffling drawn from `generator` (reproducible)."""
+                     epochs: int, batch_size: int, generator: torch.Generator,
+                     desc: str = "train_classifier") -> History:
+    """Minibatch training with cross-entropy; shuffling drawn from `generator` (reproducible).
+
+    `desc` labels the terminal progress bar (one tick per optimizer step; never in a notebook).
+    """
+    from .report import progress
     opt = make_optimizer(list(model.parameters()))
     x, y = train
     hist = History()
+    bar = progress(desc=desc, total=epochs * -(-len(x) // batch_size), unit="step")
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=generator).to(x.device)
         total, n = 0.0, 0
@@ -67,8 +73,10 @@ def train_classifier(model: nn.Module, make_optimizer: Callable[[list], torch.op
             opt.step()
             total += loss.item() * len(idx)
             n += len(idx)
+            bar.update(1)
         hist.train_loss.append(total / n)
         tl, ta = evaluate(model, *test)
         hist.test_loss.append(tl)
         hist.test_acc.append(ta)
+    bar.close()
     return hist

@@ -16,6 +16,7 @@ DESIGN.md, "Reports", gives the conventions.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ class Report:
             self.dir = ROOT / self.dir
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         (self.dir / "tables").mkdir(parents=True, exist_ok=True)
-        for stale in ("findings.md", "summary.md"):
+        for stale in ("findings.md", "summary.md", "figures/captions.json"):
             (self.dir / stale).unlink(missing_ok=True)
 
     def live(self):
@@ -157,6 +158,10 @@ class Report:
         fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         self._figures += 1
+        captions_file = self.dir / "figures" / "captions.json"     # the front page shows them too
+        captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
+        captions[name] = caption
+        captions_file.write_text(json.dumps(captions, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
         _display(_PNG(path.read_bytes()))
         label = f"**Figure {self._figures}** (`figures/{name}.png`)"
         _display(_Markdown(f"{label}. {caption}" if caption else label))
