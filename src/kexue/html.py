@@ -1,8 +1,9 @@
 """HTML for readers, built offline: chapter pages (nbconvert) and what the front page shares with them.
 
 * Math: MathJax 2 from `reports/assets/mathjax/`, copied from the pinned PyPI package
-  `jupyter-server-mathjax` (no CDN). Output is SVG, whose glyphs are JavaScript data: browsers
-  refuse web fonts from `file://`, so the HTML-CSS output would fall back to raw TeX offline.
+  `jupyter-server-mathjax` (no CDN), HTML-CSS output with its STIX-Web fonts (the only
+  font set that package ships; Chromium loads them over `file://`). Its hidden MathML copy
+  for screen readers is off: it asks for TeX fonts the package lacks.
 * Chapter pages: JupyterLab's template without network scripts (`templates/kexue`), the
   notebook's own `parameters` cell hidden (papermill's injected cell shows the values that ran),
   and a navigation bar (front page, neighbouring chapters, seed article, figures, tables).
@@ -40,7 +41,7 @@ MathJax.Hub.Config({{
   tex2jax: {{inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]], displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]],
             processEscapes: true, processEnvironments: true}},
   "HTML-CSS": {{availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}},
-  messageStyle: "none", showMathMenu: false
+  messageStyle: "none", showMathMenu: false, menuSettings: {{assistiveMML: false}}
 }});
 MathJax.Hub.Queue(function () {{ document.documentElement.dataset.mathjax = "done"; }});
 </script>
