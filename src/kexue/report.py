@@ -148,7 +148,7 @@ class Report:
         from dvclive import Live
         return Live(dir=str(self.dir), dvcyaml=False, save_dvc_exp=False, report=None)
 
-    def figure(self, fig: plt.Figure, name: str, caption: str = "") -> Path:
+    def figure(self, fig: plt.Figure, name: str, caption: str = "") -> None:
         """Save `figures/NAME.png`, show it inline with its caption, close the figure.
 
         The image shown is the saved file's bytes, so notebook and PNG cannot differ.
@@ -165,7 +165,6 @@ class Report:
         _display(_PNG(path.read_bytes()))
         label = f"**Figure {self._figures}** (`figures/{name}.png`)"
         _display(_Markdown(f"{label}. {caption}" if caption else label))
-        return path
 
     def table(self, df: pd.DataFrame, name: str, index: bool = True) -> Path:
         """Save `tables/NAME.csv` (full precision); see `show` for the reader's view."""
