@@ -119,10 +119,12 @@ def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
     """A progress bar on the terminal that runs the stage, never in the notebook's outputs.
 
     Inside a kernel, `sys.__stderr__` is the kernel process's own stderr, which the
-    runner's terminal inherits; the notebook only captures `sys.stderr`.
+    runner's terminal inherits; the notebook only captures `sys.stderr`. Off when that
+    stream is not a terminal (CI logs, redirected output).
     """
     from tqdm.std import tqdm
     stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
+    kw.setdefault("disable", None)          # None: tqdm disables itself on a non-tty stream
     return tqdm(iterable, desc=desc, total=total, file=stream, leave=False, dynamic_ncols=True,
                 mininterval=1.0, **kw)
 
