@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .config import ROOT  # noqa: E402
-
-VERDICTS = ("supported", "not supported", "inconclusive at this scale")
+from .verdicts import VERDICTS  # noqa: E402  (re-exported: claims_table checks against it)
 
 
 def _display(obj) -> None:
