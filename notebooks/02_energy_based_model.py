@@ -1069,4 +1069,3 @@ report.note((report.dir / "findings.md").read_text(encoding="utf-8"))
 
 # %%
 live.end()
-print(f"report written to {report.dir}")

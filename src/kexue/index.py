@@ -172,6 +172,15 @@ def write_index(reports: Path = ROOT / "reports", chapters: dict | None = None) 
     body = [nav(None, ""), '<main class="kexue-main" id="top">', "<h1>kexue-workbook</h1>", INTRO,
             "<h2>Chapters</h2>", chapter_overview(reports), clf_note]
     body += [chapter_section(c, reports) for c in chapters if c in BOOK]
+    numerics = reports / "cpu_numerics" / "cpu_numerics.md"
+    if numerics.exists():
+        body += ["<h2 id='reproducibility'>Reproducibility across CPUs</h2>",
+                 "<p>Importing <code>kexue</code> pins the CPU kernels' instruction set "
+                 "(<code>kexue.numerics</code>) before the first tensor operation. The benchmark below "
+                 "(<a href='cpu_numerics/cpu_numerics.md'>cpu_numerics.md</a>, <code>benchmarks/cpu_numerics.py</code>) "
+                 "trains the same small models under each setting in fresh processes and compares the "
+                 "parameters bit for bit.</p>",
+                 md(re.sub(r"^#+ .*\n", "", read_text(numerics), count=1)).replace("<table>", "<table class='kexue-table'>")]
     body += ["<h2 id='status'>Execution status</h2>",
              "<p>Where, at what scale and from which commit each chapter's committed report was produced "
              "(kept out of DVC metrics, so <code>dvc metrics diff</code> compares results only).</p>",

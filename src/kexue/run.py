@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import re
 import shutil
@@ -36,6 +37,7 @@ from jupyter_client.manager import KernelManager
 
 from .chapters import CHAPTERS
 from .config import ROOT, Common, ParamsError, chapter_params
+from .numerics import PINNED_ENV
 
 NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
@@ -246,6 +248,7 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
                   "threads": params["threads"], "stage_seconds": round(seconds, 1),
                   "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                   "git_revision": git_revision(), "python": platform.python_version(),
+                  "cpu_pins": {k: os.environ.get(k) for k in PINNED_ENV},
                   "torch": __import__("torch").__version__}
         (staging / "status.json").write_text(json.dumps(status, indent=1) + "\n")
         to_html(out, staging / f"{chapter}.html", chapter)
