@@ -3,6 +3,7 @@ import copy
 
 import pytest
 import torch
+import torch.nn as nn
 
 from kexue.gan import (GANTrainer, MLPDiscriminator, MLPGenerator, dirac_trajectory, hinge_d_loss, hinge_g_loss,
                        hinge_single_loss, hinge_single_loss_frozen_d, reversed_vs_g_step)
@@ -180,3 +181,46 @@ def test_gradient_reversal_exact_only_for_one_min_max_objective():
     assert reversed_vs_g_step(D, G, x, z, "lsgan")["cosine"] < -0.9
     # ... while hinge's shortcut then gives no gradient at all (the hinge is flat there).
     assert reversed_vs_g_step(D, G, x, z, "hinge")["norm_ratio"] == 0.0
+
+
+@pytest.mark.parametrize("method", ["single", "alternating", "simultaneous"])
+def test_ensemble_member_trains_exactly_like_the_model_alone(method):
+    """Member s of a batched ensemble follows GANTrainer on (G_s, D_s) with the same data (float64)."""
+    from kexue.gan import EnsembleGANTrainer, EnsembleMLP, ensemble_pair, gan_adam
+    torch.manual_seed(0)
+    S, B, steps, hidden = 3, 16, 15, 8
+    G, D = ensemble_pair(S, hidden, seeds=[11, 12, 13])
+    G, D = G.double(), D.double()
+    # Stand-alone copies of each member, as the ordinary nn.Linear models of the chapter.
+    alone = []
+    for s in range(S):
+        g, d = MLPGenerator(2, hidden).double(), MLPDiscriminator(2, hidden).double()
+        with torch.no_grad():
+            for lin, w, b in zip([m for m in g.modules() if isinstance(m, nn.Linear)], G.weights, G.biases):
+                lin.weight.copy_(w[s].T), lin.bias.copy_(b[s, 0])
+            for lin, w, b in zip([m for m in d.modules() if isinstance(m, nn.Linear)], D.weights, D.biases):
+                lin.weight.copy_(w[s].T), lin.bias.copy_(b[s, 0])
+        alone.append(GANTrainer(g, d, method, gan_adam(), lr=1e-2, lam=0.7))
+    ens = EnsembleGANTrainer(G, D, method, gan_adam(), lr=1e-2, lam=0.7)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        x = torch.randn(S, B, 2, generator=gen, dtype=torch.float64)
+        z = torch.randn(S, B, 2, generator=gen, dtype=torch.float64)
+        ens.step(x, z)
+        for s in range(S):
+            alone[s].step(x[s], z[s])
+    for s in range(S):
+        restacked = EnsembleMLP.stack([alone[s].G.net], "relu")
+        for a, b in zip(restacked.weights, G.weights):
+            assert torch.allclose(a[0], b[s], rtol=0, atol=1e-12)
+    # Members started from different seeds and stayed different.
+    assert not torch.allclose(G.weights[0][0], G.weights[0][1])
+
+
+def test_ensemble_pair_initialises_each_member_from_its_own_seed():
+    from kexue.gan import ensemble_pair
+    g1, d1 = ensemble_pair(2, 8, seeds=[3, 4])
+    g2, d2 = ensemble_pair(3, 8, seeds=[9, 4, 3])
+    assert torch.equal(g1.weights[0][0], g2.weights[0][2]) and torch.equal(d1.weights[2][1], d2.weights[2][1])
+    with pytest.raises(ValueError, match="2 members, 3 seeds"):
+        ensemble_pair(2, 8, seeds=[1, 2, 3])

@@ -16,6 +16,7 @@ whose value is $L_D$ and whose gradient is $(\nabla_D L_D,\ \lambda\nabla_G L_G)
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -292,6 +293,169 @@ def dirac_trajectory(method: str, steps: int, lr: float, theta0: float = 0.5, ps
         trainer.step(x, z)
         out.append(torch.cat([G.theta, D.psi]).detach().clone())
     return torch.stack(out)
+
+
+# --- many seeds for the price of one: batched ensembles of 2-D GANs (notebook section 6) ---
+
+class EnsembleMLP(nn.Module):
+    """S independent MLPs evaluated in one batched matmul: x [S, N, d_in] -> [S, N, d_out].
+
+    Same architecture as `MLPGenerator` / `MLPDiscriminator` (`act` = ReLU or LeakyReLU(0.2)).
+    Member s has its own weights and sees only its own slice, so with an element-wise
+    optimizer (Adam, SGD) on a loss that is a *sum* over members of per-member losses, each
+    member trains exactly as the stand-alone model would (tested against `GANTrainer`).
+    """
+
+    def __init__(self, members: int, dims: list[int], act: str = "relu",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if act not in ("relu", "leaky_relu"):
+            raise ValueError(f"act={act!r}: must be 'relu' or 'leaky_relu'")
+        self.members, self.dims, self.act = members, list(dims), act
+        # nn.Linear's default initialisation, per member: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bound = [1 / math.sqrt(a) for a in dims[:-1]]
+        self.weights = nn.ParameterList(
+            nn.Parameter((torch.rand(members, a, b, generator=generator) * 2 - 1) * r)
+            for a, b, r in zip(dims[:-1], dims[1:], bound))
+        self.biases = nn.ParameterList(
+            nn.Parameter((torch.rand(members, 1, b, generator=generator) * 2 - 1) * r)
+            for b, r in zip(dims[1:], bound))
+
+    @classmethod
+    def stack(cls, models: list[nn.Module], act: str) -> "EnsembleMLP":
+        """An ensemble whose member s is a copy of `models[s]` (an nn.Sequential of Linear layers)."""
+        linears = [[m for m in model.modules() if isinstance(m, nn.Linear)] for model in models]
+        dims = [linears[0][0].in_features] + [lin.out_features for lin in linears[0]]
+        ens = cls(len(models), dims, act).to(linears[0][0].weight)
+        with torch.no_grad():
+            for i in range(len(dims) - 1):
+                ens.weights[i].copy_(torch.stack([ls[i].weight.T for ls in linears]))
+                ens.biases[i].copy_(torch.stack([ls[i].bias[None] for ls in linears]))
+        return ens
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x                                                                  # [S, N, d_in]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)                                         # [S, N, d_i]
+            if i < len(self.weights) - 1:
+                h = F.relu(h) if self.act == "relu" else F.leaky_relu(h, 0.2)
+        return h
+
+
+def ensemble_pair(members: int, hidden: int, seeds: list[int], z_dim: int = 2) -> tuple[EnsembleMLP, EnsembleMLP]:
+    """(G, D) ensembles whose member s is initialised from `seeds[s]` alone, so every arm built
+    from the same seeds starts from the same weights (paired comparisons are truly paired)."""
+    if len(seeds) != members:
+        raise ValueError(f"need one seed per member: {members} members, {len(seeds)} seeds")
+    gs, ds = [], []
+    for seed in seeds:
+        gen = torch.Generator().manual_seed(seed)
+        gs.append(EnsembleMLP(1, [z_dim, hidden, hidden, hidden, 2], "relu", gen))
+        ds.append(EnsembleMLP(1, [2, hidden, hidden, hidden, 1], "leaky_relu", gen))
+
+    def cat(parts, act):
+        ens = EnsembleMLP(members, parts[0].dims, act)
+        with torch.no_grad():
+            for i in range(len(ens.weights)):
+                ens.weights[i].copy_(torch.cat([p.weights[i] for p in parts]))
+                ens.biases[i].copy_(torch.cat([p.biases[i] for p in parts]))
+        return ens
+    return cat(gs, "relu"), cat(ds, "leaky_relu")
+
+
+def hinge_d_loss_members(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Sum over members of each member's $L_D$: d_real, d_fake [S, N] -> scalar."""
+    return (F.relu(1 + d_real).mean(-1) + F.relu(1 - d_fake).mean(-1)).sum()
+
+
+class EnsembleGANTrainer:
+    """`GANTrainer`'s three methods (single, alternating, simultaneous) for S members at once.
+
+    Each loss is a sum over members of the member's loss, and Adam is element-wise, so member s
+    follows the same trajectory as `GANTrainer` on (G_s, D_s) with the same data (up to the
+    rounding of batched vs plain matmuls). x_real [S, B, 2], z [S, B, z_dim].
+    """
+
+    def __init__(self, generator: EnsembleMLP, discriminator: EnsembleMLP, method: str,
+                 make_optimizer: Callable[[list, float], torch.optim.Optimizer], lr: float, lam: float = 1.0):
+        if method not in ("single", "alternating", "simultaneous"):
+            raise ValueError(f"unknown method {method!r} for an ensemble; known: single, alternating, simultaneous")
+        if not lam > 0:
+            raise ValueError(f"invalid lam={lam!r}: must be > 0")
+        self.G, self.D, self.method, self.lam = generator, discriminator, method, lam
+        self.d_params, self.g_params = list(discriminator.parameters()), list(generator.parameters())
+        if method == "single":
+            self.opt = make_optimizer(self.d_params + self.g_params, lr)
+        else:
+            self.opt_d = make_optimizer(self.d_params, lr)
+            self.opt_g = make_optimizer(self.g_params, lam * lr)
+
+    def _scores(self, x_real, fake):
+        d = self.D(torch.cat([x_real, fake], dim=1)).squeeze(-1)               # [S, B_real + B]
+        return d[:, :x_real.shape[1]], d[:, x_real.shape[1]:]
+
+    def step(self, x_real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """One update of every member; returns each member's D loss [S] (non-finite: diverged)."""
+        if self.method == "single":
+            self.opt.zero_grad(set_to_none=True)
+            fake = self.G(z)
+            fake_sg = fake.detach()
+            d = self.D(torch.cat([x_real, fake_sg, fake], dim=1)).squeeze(-1)
+            b, n = x_real.shape[1], fake.shape[1]
+            d_real, d_fake_sg, d_fake = d[:, :b], d[:, b:b + n], d[:, b + n:]
+            d_loss = F.relu(1 + d_real).mean(-1) + F.relu(1 - d_fake_sg).mean(-1)          # [S]
+            loss = (d_loss + self.lam * (d_fake.mean(-1) - d_fake_sg.mean(-1))).sum()
+            loss.backward()
+            self.opt.step()
+            return d_loss.detach()
+        if self.method == "simultaneous":
+            d_real, d_fake = self._scores(x_real, self.G(z))
+            d_loss = F.relu(1 + d_real).mean(-1) + F.relu(1 - d_fake).mean(-1)
+            g_loss = d_fake.mean(-1).sum()
+            d_grads = torch.autograd.grad(d_loss.sum(), self.d_params, retain_graph=True)
+            g_grads = torch.autograd.grad(g_loss, self.g_params)
+            for p, g in zip(self.d_params + self.g_params, d_grads + g_grads):
+                p.grad = g
+            self.opt_d.step()
+            self.opt_g.step()
+            return d_loss.detach()
+        with torch.no_grad():                                                   # alternating
+            fake = self.G(z)
+        self.opt_d.zero_grad(set_to_none=True)
+        d_real, d_fake = self._scores(x_real, fake)
+        d_loss = F.relu(1 + d_real).mean(-1) + F.relu(1 - d_fake).mean(-1)
+        d_loss.sum().backward()
+        self.opt_d.step()
+        for p in self.d_params:
+            p.requires_grad_(False)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.D(self.G(z)).squeeze(-1).mean(-1).sum().backward()
+        self.opt_g.step()
+        for p in self.d_params:
+            p.requires_grad_(True)
+        return d_loss.detach()
+
+
+def fit_ensemble(trainer: EnsembleGANTrainer, centres: torch.Tensor, std: float, steps: int, batch: int,
+                 generator: torch.Generator, z_dim: int = 2, desc: str = "GAN ensemble") -> torch.Tensor:
+    """Train every member `steps` updates on the Gaussian mixture (`centres`, `std`).
+
+    Data and noise for all members come from `generator` in a fixed order, so ensembles of
+    different methods built from the same seeds see the same stream. Returns the step at which
+    each member diverged (non-finite loss) or 0; a diverged member's weights are frozen there.
+    """
+    from .report import progress
+    from .toy2d import sample_mixture
+    S = trainer.G.members
+    diverged = torch.zeros(S, dtype=torch.long)
+    for step in progress(range(1, steps + 1), desc=desc):
+        x = sample_mixture(centres, std, S * batch, generator).reshape(S, batch, -1)   # [S, B, 2]
+        z = torch.randn(S, batch, z_dim, generator=generator)
+        d_loss = trainer.step(x, z)
+        bad = ~torch.isfinite(d_loss) & (diverged == 0)
+        if bad.any():
+            diverged[bad] = step
+    return diverged
 
 
 # --- a training loop shared by the experiments ---
