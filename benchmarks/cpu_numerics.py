@@ -37,9 +37,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from kexue.numerics import PINNED_ENV, RELATED_ENV, pin_cpu_numerics  # noqa: E402  (no torch import)
+from kexue.numerics import FULL_PIN_ENV, PINNED_ENV, RELATED_ENV, pin_cpu_numerics  # noqa: E402  (no torch import)
 
-ALL_VARS = (*PINNED_ENV, *RELATED_ENV)
+ALL_VARS = (*FULL_PIN_ENV, *RELATED_ENV)
 STEPS = 30
 
 
@@ -105,12 +105,14 @@ def _touch_all_libraries(torch) -> None:
 
 def worker(args) -> None:
     if args.pin_when == "before-import":
-        pin_cpu_numerics()
+        pin_cpu_numerics(full=True)
+    if args.pin_when == "default":
+        pin_cpu_numerics()                       # what `import kexue` does
     import torch
     if args.pin_when == "after-first-op":
         _touch_all_libraries(torch)
     if args.pin_when in ("after-import", "after-first-op"):
-        pin_cpu_numerics()
+        pin_cpu_numerics(full=True)
     torch.set_num_threads(args.threads)
     if args.no_onednn:
         torch.backends.mkldnn.enabled = False
@@ -155,8 +157,10 @@ def supported_capabilities() -> list[str]:
 
 def settings() -> list[dict]:
     """(label, env, threads, pin_when, no_onednn, group) for each run."""
-    P = dict(PINNED_ENV)
-    s = [dict(label="nothing pinned (native ISA)", env={}, group="a", repeat=True)]
+    P = dict(FULL_PIN_ENV)
+    s = [dict(label="nothing pinned (native ISA)", env={}, group="a", repeat=True),
+         dict(label="kexue's default pins (ATen + oneDNN at AVX2, MKL native): `import kexue`", env={},
+              pin_when="default", group="a", repeat=True)]
     for cap in supported_capabilities():
         s.append(dict(label=f"ATEN_CPU_CAPABILITY={cap} only", env={"ATEN_CPU_CAPABILITY": cap}, group="b"))
     s += [
@@ -172,7 +176,7 @@ def settings() -> list[dict]:
              pin_when="after-first-op", group="c"),
         dict(label="full pin set but MKL_CBWR=AVX2", env={**P, "MKL_CBWR": "AVX2"}, group="c"),
     ]
-    for key in PINNED_ENV:
+    for key in FULL_PIN_ENV:
         if key == "MKL_CBWR":
             continue    # = the "ATen avx2 + oneDNN AVX2" row above
         s.append(dict(label=f"full pin set without {key}",
@@ -225,7 +229,7 @@ def main() -> None:
     ap.add_argument("--result", help=argparse.SUPPRESS)
     ap.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--pin-when", default="none", help=argparse.SUPPRESS,
-                    choices=["none", "before-import", "after-import", "after-first-op"])
+                    choices=["none", "default", "before-import", "after-import", "after-first-op"])
     ap.add_argument("--no-onednn", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -279,8 +283,8 @@ def main() -> None:
     report = {"workload": f"seed 0; {STEPS} Adam steps (lr 1e-3, batch 64 of 256 random samples) of "
                           f"kexue.nets.SmallCNN on 1x28x28 and of MLP 784-256-10 (tanh); "
                           f"{args.repeats} in-process repeats per setting; plus `x.sum()` of 4M randn floats",
-              "reference": "full pin set (kexue.numerics.PINNED_ENV), 2 threads",
-              "pinned_env": PINNED_ENV, "machine": info, "rows": table, "findings": findings,
+              "reference": "full pin set (kexue.numerics.FULL_PIN_ENV: the default pins plus MKL_CBWR), 2 threads",
+              "pinned_env": FULL_PIN_ENV, "machine": info, "rows": table, "findings": findings,
               "total_wall_s": round(time.perf_counter() - t_start, 1),
               "loadavg_1min_start_end": [load_start[0], os.getloadavg()[0]], "cpus": os.cpu_count()}
     args.out.mkdir(parents=True, exist_ok=True)
