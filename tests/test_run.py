@@ -104,3 +104,56 @@ def test_prepare_only_injects_scale(sandbox, tmp_path):
     nb = nbformat.read(tmp_path / "p.ipynb", as_version=4)
     assert any('scale = "smoke"' in c.source for c in nb.cells)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+CLAIMS = '''# %% tags=["parameters"]
+seed, device, scale, threads = 0, "auto", "default", 2
+report_dir = "nowhere"
+
+# %%
+import json
+import pandas as pd
+from kexue.config import ROOT
+from kexue.report import Report
+report = Report(ROOT / report_dir)
+verdict = "supported" if seed < 500 else "not supported"
+claims = report.claims([{"claim": "c", "evidence": f"seed {seed}", "verdict": verdict},
+                        {"claim": "d", "evidence": "always", "verdict": "supported"}])
+metrics = {"m": float(seed), "m_sd": 2.0}
+(report.dir / "metrics.json").write_text(json.dumps(metrics))
+report.verify(claims, metrics, ROOT / "reports" / "99_fake" / "rerun")
+'''
+
+
+def test_verify_reruns_with_disjoint_seeds_and_the_chapter_compares(sandbox, monkeypatch):
+    from kexue import verify
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(CLAIMS)
+    monkeypatch.setattr(verify, "chapter_section", lambda c: "common")
+    kept = verify.rerun_chapter("99_fake", seed_offset=1000, reports=rep_dir)
+    assert sorted(p.name for p in kept.iterdir()) == ["claims.csv", "metrics.json", "params.yaml"]
+    assert yaml.safe_load((kept / "params.yaml").read_text())["common"]["seed"] == 1000
+    rerun = __import__("pandas").read_csv(kept / "claims.csv")
+    assert list(rerun.verdict) == ["not supported", "supported"]     # the seed-dependent claim flipped
+    with pytest.raises(ParamsError, match="seed-offset=0"):
+        verify.rerun_chapter("99_fake", seed_offset=0, reports=rep_dir)
+
+
+def test_report_verify_table(tmp_path):
+    import pandas as pd
+    from kexue.report import Report
+    rerun = tmp_path / "rerun"
+    rerun.mkdir()
+    pd.DataFrame({"claim": ["c", "d"], "evidence": ["", ""], "verdict": ["not supported", "supported"]}).to_csv(
+        rerun / "claims.csv", index=False)
+    (rerun / "metrics.json").write_text(json.dumps({"m": 1006.0}))
+    rep = Report(tmp_path / "r")
+    claims = pd.DataFrame({"claim": ["c", "d"], "evidence": ["", ""], "verdict": ["supported", "supported"]})
+    df = rep.verify(claims, {"m": 1000.0, "m_sd": 2.0}, rerun)
+    assert list(df.columns) == ["claim", "verdict", "verdict_on_rerun"]
+    assert list(df.verdict_on_rerun) == ["not supported", "supported"]
+    m = pd.read_csv(rep.dir / "tables" / "verify_metrics.csv")
+    assert m.loc[0, "change"] == 6.0 and m.loc[0, "change / seed sd"] == 3.0
+    # No rerun yet: said so, not silently "unchanged".
+    df = Report(tmp_path / "s").verify(claims, {}, tmp_path / "none")
+    assert set(df.verdict_on_rerun) == {"not rerun yet"}

@@ -114,6 +114,17 @@ class _PNG:
         return self.data
 
 
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: DVCLive's nested summary as dotted metric names."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif k != "step":
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
     """A progress bar on the terminal that runs the stage, never in the notebook's outputs.
 
@@ -190,6 +201,49 @@ class Report:
         df = claims_table(rows)
         self.table(df, "claims", index=False)
         _display(_HTML(table_html(df, index=False)))
+        return df
+
+    def verify(self, claims: pd.DataFrame, metrics: dict, rerun_dir: Path) -> pd.DataFrame:
+        """Compare this run with the rerun on disjoint seeds (`kexue.verify`, kept in `rerun_dir`).
+
+        Saves `tables/verify.csv` (claim, verdict, verdict_on_rerun) and
+        `tables/verify_metrics.csv` (metric, value, value_on_rerun, change, change / seed sd when
+        the chapter logs `NAME_sd`), shows both, and says how many verdicts survived.
+        """
+        rerun_dir = Path(rerun_dir)
+        if not (rerun_dir / "claims.csv").exists():
+            df = claims[["claim", "verdict"]].assign(verdict_on_rerun="not rerun yet")
+            self.table(df, "verify", index=False)
+            self.note(f"No rerun with disjoint seeds yet (`python -m kexue.verify`, in `{rerun_dir.name}/`).")
+            return df
+        rerun = pd.read_csv(rerun_dir / "claims.csv")
+        df = claims[["claim", "verdict"]].merge(rerun[["claim", "verdict"]].rename(
+            columns={"verdict": "verdict_on_rerun"}), on="claim", how="left").fillna({"verdict_on_rerun": "missing"})
+        self.table(df, "verify", index=False)
+        same = int((df.verdict == df.verdict_on_rerun).sum())
+        seed = ""
+        if (rerun_dir / "params.yaml").exists():
+            import yaml
+            seed = f" (base seed {yaml.safe_load((rerun_dir / 'params.yaml').read_text())['common']['seed']})"
+        self.note(f"**Verify.** The chapter was rerun with a disjoint set of seeds{seed}: "
+                  f"{same} of {len(df)} verdicts are unchanged"
+                  + ("." if same == len(df) else "; the changed ones are not robust at this scale."))
+        _display(_HTML(table_html(df, index=False)))
+        flat_now, flat_re = _flatten(metrics), _flatten(json.loads((rerun_dir / "metrics.json").read_text())
+                                                        if (rerun_dir / "metrics.json").exists() else {})
+        rows = []
+        for name, value in flat_now.items():
+            if name.endswith("_sd") or name not in flat_re or not isinstance(value, (int, float)):
+                continue
+            sd = flat_now.get(name + "_sd")
+            change = flat_re[name] - value
+            rows.append({"metric": name, "value": value, "value on rerun": flat_re[name], "change": change,
+                         "change / seed sd": change / sd if sd else float("nan")})
+        if rows:
+            m = pd.DataFrame(rows)
+            self.table(m, "verify_metrics", index=False)
+            self.show(m, caption="Each metric on the rerun with disjoint seeds; the change in units of the "
+                                 "spread across seeds where the chapter logs it")
         return df
 
     def note(self, md: str) -> None:
