@@ -133,6 +133,12 @@ def chapter_section(chapter: str, reports: Path) -> str:
     claims = d / "tables" / "claims.csv"
     if claims.exists():
         parts.append("<h3>Claims and verdicts</h3>" + table_html(pd.read_csv(claims), index=False))
+    verify = d / "tables" / "verify.csv"
+    if verify.exists():
+        v = pd.read_csv(verify)
+        same = int((v.verdict == v.verdict_on_rerun).sum())
+        parts.append(f"<h3>Verify: a rerun with disjoint seeds</h3><p>{same} of {len(v)} verdicts unchanged "
+                     f"(<code>python -m kexue.verify {chapter}</code>).</p>" + table_html(v, index=False))
     captions_file = d / "figures" / "captions.json"
     captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
     figs = sorted((d / "figures").glob("*.png"))
