@@ -205,6 +205,7 @@ def parse_verbose(text: str) -> dict:
 def run_setting(st: dict, repeats: int, tmp: Path, i: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ALL_VARS}
     env.update(st["env"])
+    env["KEXUE_CPU_PINS"] = "0"          # importing kexue must not pin: each row sets its own variables
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
     result = tmp / f"r{i}.json"
     cmd = [sys.executable, __file__, "--worker", "--result", str(result), "--threads", str(st["threads"]),

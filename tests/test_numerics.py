@@ -104,3 +104,14 @@ def test_two_pinned_runs_agree_bitwise():
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     if " avx2 " in flags:
         assert outs[0]["capability"] == "AVX2"
+
+
+def test_import_pins_unless_switched_off():
+    import subprocess
+    import sys
+    code = "import os, kexue; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
+    env = {k: v for k, v in os.environ.items() if k not in ALL_VARS and k != "KEXUE_CPU_PINS"}
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    off = subprocess.run([sys.executable, "-c", code], env={**env, "KEXUE_CPU_PINS": "0"}, capture_output=True,
+                         text=True, check=True)
+    assert on.stdout.strip() == "avx2" and off.stdout.strip() == "None"

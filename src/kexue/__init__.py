@@ -5,10 +5,13 @@ Chapters' modules: `gan` (01), `ebm` (02), `optim` (04); shared pieces `config`,
 `run`. DESIGN.md describes the layout.
 
 Importing the package pins the CPU kernels' instruction set (`kexue.numerics`) before any
-tensor operation, so CPU runs repeat bit for bit across x86-64 machines with AVX2.
+tensor operation, so CPU runs repeat bit for bit across x86-64 machines with AVX2 (`KEXUE_CPU_PINS=0` in the environment leaves them native).
 """
+import os
+
 from .numerics import pin_cpu_numerics
 
-pin_cpu_numerics()
+if os.environ.get("KEXUE_CPU_PINS", "1") != "0":      # 0: leave the kernels native (benchmarks)
+    pin_cpu_numerics()
 
 __version__ = "0.1.0"
