@@ -224,3 +224,143 @@ def test_ensemble_pair_initialises_each_member_from_its_own_seed():
     assert torch.equal(g1.weights[0][0], g2.weights[0][2]) and torch.equal(d1.weights[2][1], d2.weights[2][1])
     with pytest.raises(ValueError, match="2 members, 3 seeds"):
         ensemble_pair(2, 8, seeds=[1, 2, 3])
+
+
+# --- learning-rate schedule, divergence bookkeeping and the chapter's verdict rules ---
+
+def test_lr_factor_is_one_then_geometric_to_a_tenth():
+    from kexue.gan import lr_factor
+    steps, frac = 1000, 0.3
+    # Independent: decay starts after 700 steps; f = 0.1 ** ((s - 700) / 300) from there.
+    for s, want in [(1, 1.0), (700, 1.0), (701, 0.1 ** (1 / 300)), (850, 0.1 ** 0.5), (1000, 0.1)]:
+        assert lr_factor(s, steps, frac) == pytest.approx(want, rel=1e-12)
+    assert all(lr_factor(s, steps, 0.0) == 1.0 for s in (1, 500, 1000))
+    with pytest.raises(ValueError, match="decay_frac=1.5"):
+        lr_factor(1, 10, 1.5)
+
+
+def _tiny_ensemble(method, S=2, hidden=4, seeds=(1, 2)):
+    from kexue.gan import EnsembleGANTrainer, ensemble_pair
+    G, D = ensemble_pair(S, hidden, list(seeds))
+    return EnsembleGANTrainer(G, D, method, sgd, lr=0.05, lam=1.0)
+
+
+@pytest.mark.parametrize("method", ["single", "alternating"])
+def test_fit_ensemble_decays_every_optimizer_and_restores_it(method):
+    from kexue.gan import fit_ensemble
+    from kexue.toy2d import toy_dataset
+    steps, frac = 20, 0.5
+    tr = _tiny_ensemble(method)
+    seen = []
+
+    def record(step):
+        seen.append((step, [g["lr"] for o in tr.optimizers for g in o.param_groups]))
+    fit_ensemble(tr, *toy_dataset("ring"), steps, 8, torch.Generator().manual_seed(0), lr_decay_frac=frac,
+                 evaluate=record, eval_every=1)
+    assert [s for s, _ in seen] == list(range(1, steps + 1))
+    for step, lrs in seen:
+        # Written out: constant for the first 10 steps, then 0.05 * 0.1 ** ((step - 10) / 10).
+        want = 0.05 * (0.1 ** ((step - 10) / 10) if step > 10 else 1.0)
+        assert lrs == pytest.approx([want] * len(lrs), rel=1e-12)
+    assert all(g["lr"] == 0.05 for o in tr.optimizers for g in o.param_groups)
+
+
+def test_fit_ensemble_without_decay_is_the_plain_loop():
+    """lr_decay_frac=0 (the default) is exactly trainer.step on the same stream (backward compatible)."""
+    from kexue.gan import fit_ensemble
+    from kexue.toy2d import sample_mixture, toy_dataset
+    centres, std = toy_dataset("grid")
+    a, b = _tiny_ensemble("alternating"), _tiny_ensemble("alternating")
+    fit_ensemble(a, centres, std, 7, 8, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    for _ in range(7):
+        x = sample_mixture(centres, std, 2 * 8, g).reshape(2, 8, 2)
+        b.step(x, torch.randn(2, 8, 2, generator=g))
+    for p, q in zip(a.G.parameters(), b.G.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_fit_ensemble_reports_the_diverged_member_and_leaves_the_others_alone():
+    from kexue.gan import fit_ensemble
+    from kexue.toy2d import toy_dataset
+    centres, std = toy_dataset("ring")
+    clean, broken = _tiny_ensemble("single", 3, seeds=(1, 2, 3)), _tiny_ensemble("single", 3, seeds=(1, 2, 3))
+    with torch.no_grad():
+        broken.D.weights[0][1].fill_(float("inf"))          # member 1 diverges at its first update
+    d_clean = fit_ensemble(clean, centres, std, 5, 8, torch.Generator().manual_seed(0))
+    d_broken = fit_ensemble(broken, centres, std, 5, 8, torch.Generator().manual_seed(0))
+    assert d_clean.tolist() == [0, 0, 0] and d_broken.tolist() == [0, 1, 0]
+    for p, q in zip(clean.G.parameters(), broken.G.parameters()):
+        assert torch.equal(p[[0, 2]], q[[0, 2]])
+
+
+def test_dirac_rule_on_the_closed_form_growth():
+    """SGD, hinge in its linear part: simultaneous (= single) has radius r0 (1 + lr^2)^(n/2) exactly;
+    alternating stays near r0. The rule sees them apart; equal distances are close."""
+    from kexue.gan import dirac_rule
+    lr, n = 0.1, 200
+    single = dirac_trajectory("single", n, lr, theta0=0.1, psi0=0.1)
+    alt = dirac_trajectory("alternating", n, lr, theta0=0.1, psi0=0.1)
+    r0 = 0.1 * 2 ** 0.5
+    assert single[-1].norm().item() == pytest.approx(r0 * (1 + lr**2) ** (n / 2), rel=1e-9)
+    v = dirac_rule(single[-1].norm().item(), alt[-1].norm().item(), close=1.25, apart=1.5)
+    assert v.verdict == "not supported" and "apart" in v.evidence
+    assert dirac_rule(1.0, 1.2, 1.25, 1.5).verdict == "supported"
+    assert dirac_rule(1.2, 1.0, 1.25, 1.5).verdict == "supported"          # symmetric
+    assert dirac_rule(1.0, 1.4, 1.25, 1.5).verdict == "inconclusive at this scale"
+    with pytest.raises(ValueError, match="1 < close < apart"):
+        dirac_rule(1.0, 1.0, 1.5, 1.25)
+
+
+def test_lr_ratio_rule_on_measured_one_step_ratios():
+    from kexue.gan import lr_ratio_rule
+    G0 = [p.detach().clone() for p in nets()[0].parameters()]
+
+    def g_norm(make, lam):
+        _, g = one_step("single", make, lam=lam)
+        return torch.cat([(a - b).flatten() for a, b in zip(g, G0)]).norm().item()
+    for make, want in ((sgd, "supported"), (adam, "not supported")):
+        ratios = {lam: g_norm(make, lam) / g_norm(make, 1.0) for lam in (0.25, 4.0)}
+        assert lr_ratio_rule(ratios, tol=0.05).verdict == want
+    assert "inert" in lr_ratio_rule({0.25: 0.99, 4.0: 1.01}, 0.05).evidence
+    assert "not proportional" in lr_ratio_rule({0.25: 0.5, 4.0: 2.0}, 0.05).evidence
+
+
+def test_gradient_reversal_rule_on_measured_gradients():
+    from kexue.gan import gradient_reversal_rule
+    G, D, x, z = nets(3)
+    rows = []
+    for shift in (0.0, 5.0):
+        with torch.no_grad():
+            D.net[-1].bias += shift
+        rows += [{"loss": loss, **reversed_vs_g_step(D, G, x, z, loss)} for loss in ("wgan", "hinge", "lsgan")]
+    assert gradient_reversal_rule(rows).verdict == "supported"
+    # If hinge's shortcut were exact in every condition, the reader's claim would fail.
+    hinge_exact = [r if r["loss"] != "hinge" else {**r, "cosine": 1.0, "norm_ratio": 1.0} for r in rows]
+    assert gradient_reversal_rule(hinge_exact).verdict == "not supported"
+    # ... and so if the min-max loss were not exact.
+    assert gradient_reversal_rule([{**r, "norm_ratio": 0.5} if r["loss"] == "wgan" else r
+                                   for r in rows]).verdict == "not supported"
+
+
+def test_ratio_interval_is_a_t_interval_on_logs():
+    import numpy as np
+    from scipy import stats
+
+    from kexue.gan import ratio_interval
+    r = [1.21, 1.30, 1.18, 1.25, 1.40, 1.22]
+    logs = np.log(r)
+    lo, hi = stats.t.interval(0.95, len(r) - 1, loc=logs.mean(), scale=stats.sem(logs))
+    g, a, b, n = ratio_interval(r)
+    assert (g, a, b, n) == pytest.approx((np.exp(logs.mean()), np.exp(lo), np.exp(hi), 6), rel=1e-12)
+    assert ratio_interval([1.7]) == (1.7, 1.7, 1.7, 1)                  # an exact count: a point
+
+
+def test_ratio_rule_band_and_direction():
+    from kexue.gan import ratio_rule
+    assert ratio_rule([1.21, 1.30, 1.18, 1.25, 1.40, 1.22], band=0.05).verdict == "supported"
+    assert ratio_rule([0.80, 0.82, 0.79, 0.81], band=0.05).verdict == "not supported"         # below 1
+    assert ratio_rule([1.01, 0.99, 1.00, 1.02, 0.995], band=0.05).evidence.endswith("inside the band")
+    assert ratio_rule([1.3, 0.8, 1.1, 0.9], band=0.05).verdict == "inconclusive at this scale"
+    assert ratio_rule([1.76], band=0.05).verdict == "supported"
+    assert ratio_rule([1.0], band=0.05).verdict == "not supported"

@@ -20,12 +20,14 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import param
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
+from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt as fmt, difference
 
 METHODS = ("single", "alternating", "simultaneous", "single_frozen_d")
 
@@ -390,6 +392,10 @@ class EnsembleGANTrainer:
             self.opt_d = make_optimizer(self.d_params, lr)
             self.opt_g = make_optimizer(self.g_params, lam * lr)
 
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt] if self.method == "single" else [self.opt_d, self.opt_g]
+
     def _scores(self, x_real, fake):
         d = self.D(torch.cat([x_real, fake], dim=1)).squeeze(-1)               # [S, B_real + B]
         return d[:, :x_real.shape[1]], d[:, x_real.shape[1]:]
@@ -436,25 +442,58 @@ class EnsembleGANTrainer:
         return d_loss.detach()
 
 
+def lr_factor(step: int, steps: int, decay_frac: float, final: float = 0.1) -> float:
+    r"""Learning-rate multiplier at update `step` (1-based) of `steps`: 1, then a geometric decay
+    over the last `decay_frac` of training down to `final` at the last update,
+
+    $$f(s) = \text{final}^{\,\max(0,\ s/\text{steps} - (1 - \text{decay\_frac})) / \text{decay\_frac}}.$$
+
+    `decay_frac = 0` is a constant learning rate (f = 1 throughout).
+    """
+    if not 0 <= decay_frac <= 1:
+        raise ValueError(f"decay_frac={decay_frac!r}: must be in [0, 1]")
+    if decay_frac == 0:
+        return 1.0
+    into = step / steps - (1 - decay_frac)
+    return final ** (max(into, 0.0) / decay_frac)
+
+
 def fit_ensemble(trainer: EnsembleGANTrainer, centres: torch.Tensor, std: float, steps: int, batch: int,
-                 generator: torch.Generator, z_dim: int = 2, desc: str = "GAN ensemble") -> torch.Tensor:
+                 generator: torch.Generator, z_dim: int = 2, desc: str = "GAN ensemble",
+                 lr_decay_frac: float = 0.0, evaluate: Callable[[int], None] | None = None,
+                 eval_every: int = 0) -> torch.Tensor:
     """Train every member `steps` updates on the Gaussian mixture (`centres`, `std`).
 
     Data and noise for all members come from `generator` in a fixed order, so ensembles of
-    different methods built from the same seeds see the same stream. Returns the step at which
-    each member diverged (non-finite loss) or 0; a diverged member's weights are frozen there.
+    different methods built from the same seeds see the same stream. With `lr_decay_frac` > 0
+    every optimizer's learning rate follows `lr_factor` (x0.1, geometric, over that last
+    fraction of the updates); 0 keeps it constant. `evaluate(step)` is called every
+    `eval_every` updates and after the last. Returns the step at which each member diverged
+    (non-finite D loss) or 0. A diverged member's weights stay non-finite; the other members
+    are unaffected (each member's gradient depends on its own loss only).
     """
     from .report import progress
     from .toy2d import sample_mixture
     S = trainer.G.members
+    device = trainer.G.weights[0].device
     diverged = torch.zeros(S, dtype=torch.long)
+    groups = [g for opt in trainer.optimizers for g in opt.param_groups]
+    base_lr = [g["lr"] for g in groups]
     for step in progress(range(1, steps + 1), desc=desc):
+        if lr_decay_frac:
+            f = lr_factor(step, steps, lr_decay_frac)
+            for g, lr0 in zip(groups, base_lr):
+                g["lr"] = lr0 * f
         x = sample_mixture(centres, std, S * batch, generator).reshape(S, batch, -1)   # [S, B, 2]
         z = torch.randn(S, batch, z_dim, generator=generator)
-        d_loss = trainer.step(x, z)
+        d_loss = trainer.step(x.to(device), z.to(device)).cpu()
         bad = ~torch.isfinite(d_loss) & (diverged == 0)
         if bad.any():
             diverged[bad] = step
+        if evaluate is not None and ((eval_every and step % eval_every == 0) or step == steps):
+            evaluate(step)
+    for g, lr0 in zip(groups, base_lr):          # leave the optimizers as they came
+        g["lr"] = lr0
     return diverged
 
 
@@ -496,6 +535,102 @@ def gan_sgd(momentum: float = 0.0) -> Callable[[list, float], torch.optim.Optimi
     return lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=momentum)
 
 
+# --- the chapter's verdict rules (notebook section 11), on top of kexue.verdicts ---
+
+def dirac_rule(single_final: float, alternating_final: float, close: float, apart: float) -> Verdict:
+    """Claim: on the Dirac-GAN the single loss behaves like 1:1 alternating.
+
+    r = (single's final distance to equilibrium) / (alternating's), a deterministic run.
+    supported when max(r, 1/r) <= `close`; not supported when max(r, 1/r) >= `apart`;
+    inconclusive in between. Thresholds are stated before the run (1 < close < apart).
+    """
+    if not 1 < close < apart:
+        raise ValueError(f"need 1 < close < apart, got close={close!r}, apart={apart!r}")
+    r = single_final / alternating_final
+    fold = max(r, 1 / r) if r > 0 else float("inf")
+    ev = (f"final distance to equilibrium, single {fmt(single_final)} / alternating {fmt(alternating_final)} = "
+          f"{fmt(r)}; close if within ×{fmt(close)} either way, apart if beyond ×{fmt(apart)}")
+    if fold <= close:
+        return Verdict(SUPPORTED, ev + ": close")
+    if fold >= apart:
+        return Verdict(NOT_SUPPORTED, ev + ": apart")
+    return Verdict(INCONCLUSIVE, ev + ": in between")
+
+
+def lr_ratio_rule(ratios: dict[float, float], tol: float) -> Verdict:
+    """Claim: λ in the loss sets G's step to λ times its size at λ = 1 (a D:G learning-rate ratio 1:λ).
+
+    `ratios`: λ -> (G's step at λ) / (G's step at λ = 1), deterministic one-step measurements.
+    supported when every ratio is within `tol` (relative) of its λ; not supported otherwise.
+    """
+    off = {lam_: ratio / lam_ - 1 for lam_, ratio in ratios.items()}
+    ev = ("G step / G step at λ = 1: " + ", ".join(f"{fmt(ratios[l_], 4)} at λ = {l_:g}" for l_ in ratios)
+          + f" (rule: within {fmt(100 * tol)}% of λ)")
+    if all(abs(v) <= tol for v in off.values()):
+        return Verdict(SUPPORTED, ev + ": proportional to λ")
+    inert = all(abs(ratios[l_] - 1) <= tol for l_ in ratios)
+    return Verdict(NOT_SUPPORTED, ev + (": λ nearly inert" if inert else ": not proportional to λ"))
+
+
+def gradient_reversal_rule(rows: list[dict], min_max: tuple[str, ...] = ("wgan",), tol: float = 1e-6) -> Verdict:
+    """Claim (reader): flipping the sign of G's part of ∇L_D gives G's true step only when D and G
+    play one min-max objective.
+
+    `rows`: dicts with `loss`, `cosine`, `norm_ratio` (shortcut against true gradient), several
+    conditions per loss. A row *matches* when |cosine - 1| <= tol and |norm_ratio - 1| <= tol.
+    supported: every row of a min-max loss matches and every other loss has a row that does not;
+    not supported: a min-max row does not match, or another loss matches in every row.
+    """
+    def matches(r):
+        return abs(r["cosine"] - 1) <= tol and abs(r["norm_ratio"] - 1) <= tol
+
+    losses = list(dict.fromkeys(r["loss"] for r in rows))              # in order of appearance
+    by = {k: [r for r in rows if r["loss"] == k] for k in losses}
+    ev = "; ".join(f"{k}: cosine " + ", ".join(fmt(r["cosine"], 4) for r in by[k]) + ", norm ratio "
+                   + ", ".join(fmt(r["norm_ratio"], 4) for r in by[k]) for k in losses)
+    ev += f" (match: both within {fmt(tol)} of 1)"
+    exact_ok = all(matches(r) for k in losses if k in min_max for r in by[k])
+    others_differ = all(not all(matches(r) for r in by[k]) for k in losses if k not in min_max)
+    if exact_ok and others_differ:
+        return Verdict(SUPPORTED, ev)
+    return Verdict(NOT_SUPPORTED, ev)
+
+
+def ratio_interval(ratios, level: float = 0.95) -> tuple[float, float, float, int]:
+    """(geometric mean, low, high, n) of positive ratios: a t interval on their logarithms, back-transformed.
+
+    One value, or values with no spread, give a point interval (an exact count, not a timing).
+    """
+    logs = np.log(np.asarray(ratios, dtype=float))
+    if len(logs) and np.ptp(logs) == 0:
+        g = float(np.exp(logs[0]))
+        return g, g, g, len(logs)
+    d = difference(logs, np.zeros_like(logs), paired=True, level=level)
+    return float(np.exp(d.estimate)), float(np.exp(d.low)), float(np.exp(d.high)), d.n
+
+
+def ratio_rule(ratios, band: float, level: float = 0.95, what: str = "ratio") -> Verdict:
+    """Claim: the ratio is above 1 (e.g. speed-up = alternating's time / single's, per round).
+
+    On the `level` interval of the geometric mean (`ratio_interval`): not supported when it lies
+    inside the band [1/(1+band), 1+band] (no difference that matters) or entirely below 1;
+    supported when it lies entirely above 1; inconclusive otherwise.
+    """
+    g, lo, hi, n = ratio_interval(ratios, level)
+    if lo == hi:
+        ev = f"{what} {fmt(g)} (exact, no spread)"
+    else:
+        ev = f"{what} {fmt(g)} [{fmt(lo)}, {fmt(hi)}] ({100 * level:.0f}% t-interval of the geometric mean, n = {n})"
+    ev += f"; band ±{fmt(100 * band)}%"
+    if lo >= 1 / (1 + band) and hi <= 1 + band:
+        return Verdict(NOT_SUPPORTED, ev + ": inside the band")
+    if hi < 1:
+        return Verdict(NOT_SUPPORTED, ev + ": below 1")
+    if lo > 1:
+        return Verdict(SUPPORTED, ev + ": above 1")
+    return Verdict(INCONCLUSIVE, ev + ": straddles 1")
+
+
 # --- chapter 01 experiment parameters (params.yaml `gan`) ---
 
 @dataclass
@@ -507,18 +642,23 @@ class GanParams:
     beta2: float = param(0.999, lo=0.0, hi=0.999999)
     dirac_steps: int = param(300, lo=21, hi=10**6)
     dirac_lr: float = param(0.1, lo=1e-6, hi=1.0)
-    toy_steps: int = param(1500, lo=1, hi=10**7)
-    toy_batch: int = param(256, lo=2, hi=10**6)
+    toy_steps: int = param(15000, lo=1, hi=10**7, doc="updates per grid run")
+    toy_ring_steps: int = param(4000, lo=1, hi=10**7, doc="updates per ring run")
+    toy_batch: int = param(128, lo=2, hi=10**6)
     toy_hidden: int = param(64, lo=1, hi=4096)
-    toy_lr: float = param(1e-3, lo=0.0, hi=1.0)
-    toy_seeds: int = param(5, lo=2, hi=100)
+    toy_lr: float = param(2e-3, lo=0.0, hi=1.0)
+    toy_lr_decay_frac: float = param(0.6, lo=0.0, hi=1.0,
+                                     doc="last fraction of the 2-D updates over which lr decays geometrically to 1/10")
+    toy_seeds: int = param(10, lo=2, hi=1000, doc="paired seeds per arm (members of each batched ensemble)")
     toy_eval_samples: int = param(2500, lo=10, hi=10**7)
-    image_steps: int = param(300, lo=1, hi=10**7)
+    toy_eval_every: int = param(500, lo=1, hi=10**7, doc="2-D training curves: evaluate every this many updates")
+    image_steps: int = param(2500, lo=1, hi=10**7)
     image_batch: int = param(64, lo=2, hi=4096)
-    image_width: int = param(32, lo=1, hi=1024)
+    image_width: int = param(16, lo=1, hi=1024)
     image_z_dim: int = param(64, lo=1, hi=4096)
-    image_lr: float = param(2e-4, lo=0.0, hi=1.0)
+    image_lr: float = param(2e-3, lo=0.0, hi=1.0)
     image_seeds: int = param(3, lo=2, hi=100)
-    image_eval_every: int = param(200, lo=1, hi=10**7)
+    image_eval_every: int = param(500, lo=1, hi=10**7)
     image_eval_samples: int = param(1500, lo=10, hi=10000)
+    image_simultaneous: bool = param(False, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
     sweep_steps: int = param(1000, lo=2, hi=10**7)
