@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from kexue.numerics import device_name
 import torch.nn as nn
 
 from kexue.config import pick_device
@@ -88,7 +90,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     results = {
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
         "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
         "models": {
             "SmallCNN(width=16)": bench_model(SmallCNN(16), device, steps=200, rounds=args.rounds),

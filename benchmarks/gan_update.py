@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 import weakref
@@ -26,23 +25,9 @@ from pathlib import Path
 import torch
 
 from kexue.config import pick_device
+from kexue.numerics import device_name
 from kexue.gan import (METHODS, DCDiscriminator, DCGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
                        gan_adam, ratio_interval)
-
-
-def device_name(device: torch.device) -> str:
-    """'CPU: <model name>' (from /proc/cpuinfo where there is one) or the CUDA device's name."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {model}"
 
 
 class _Saved:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from kexue.numerics import device_name
+
 from kexue.config import pick_device
 from kexue.ebm import ConvEnergy, EBMTrainer, MLPEnergy, ebm_adam, langevin, uniform_init
 
@@ -100,7 +102,7 @@ def main() -> None:
         bench("SN-CNN 28x28 (width 16)", lambda: ConvEnergy(16), (1, 28, 28), 64, device, 20, 10, args.rounds, 0, 1),
     ]
     single, ens = rows[0], rows[1]
-    results = {"device": "cpu" if device.type == "cpu" else torch.cuda.get_device_name(device),
+    results = {"device": device_name(device),
                "torch": torch.__version__, "threads": args.threads, "rows": rows,
                "ensemble_speedup_per_member": ens["sample_steps_per_s"] / single["sample_steps_per_s"]}
     lines = [f"# Langevin sampling speed ({results['device']}, torch {results['torch']}, {args.threads} threads)", "",

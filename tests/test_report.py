@@ -54,7 +54,7 @@ def test_report_folder_and_index(tmp_path):
     fig = plt.figure()
     plt.plot([0, 1])
     rep.figure(fig, "line", caption="a line, $x_1$")
-    assert json.loads((rep.dir / "figures" / "captions.json").read_text()) == {"line": "a line, $x_1$"}
+    assert json.loads((rep.dir / "captions.json").read_text()) == {"line": "a line, $x_1$"}
     rep.claims([{"claim": "c<1>", "evidence": "a | b", "verdict": "supported"}])
     rep.show(pd.DataFrame({"a": [1.23456]}), name="numbers")
     rep.finding("first **finding** 1.5")

@@ -21,6 +21,10 @@ out = ROOT / report_dir
 (out / "figures").mkdir(parents=True, exist_ok=True)
 (out / "figures" / "a.txt").write_text(f"seed={seed} scale={scale}")
 print("hello from the notebook")
+
+# %%
+from kexue.report import Report
+Report(out).note("a generated note")           # rich output: its text/plain must be stable too
 '''
 BAD = GOOD + '''
 # %%
@@ -49,7 +53,10 @@ def test_run_writes_report_without_volatile_metadata(sandbox):
     nb = nbformat.read(final / "99_fake.ipynb", as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and "seed = 5" in injected[0].source
-    assert "hello from the notebook" in json.dumps(nb.cells[-1].outputs)
+    # The reader sees the folder the report lives in, not the staging folder the kernel wrote to.
+    assert f'report_dir = "{final}"' in injected[0].source or 'report_dir = "reports/99_fake"' in injected[0].source
+    assert ".staging" not in injected[0].source
+    assert "hello from the notebook" in json.dumps(nb.cells[-2].outputs)
     assert [p.name for p in rep_dir.iterdir()] == ["99_fake"]    # no staging left behind
     # The values that ran, and the run's status (kept out of the notebook and of metrics.json).
     ran = yaml.safe_load((final / "params.yaml").read_text())

@@ -461,13 +461,13 @@ def lr_factor(step: int, steps: int, decay_frac: float, final: float = 0.1) -> f
 def fit_ensemble(trainer: EnsembleGANTrainer, centres: torch.Tensor, std: float, steps: int, batch: int,
                  generator: torch.Generator, z_dim: int = 2, desc: str = "GAN ensemble",
                  lr_decay_frac: float = 0.0, evaluate: Callable[[int], None] | None = None,
-                 eval_every: int = 0) -> torch.Tensor:
+                 eval_every: int = 0, lr_final: float = 0.1) -> torch.Tensor:
     """Train every member `steps` updates on the Gaussian mixture (`centres`, `std`).
 
     Data and noise for all members come from `generator` in a fixed order, so ensembles of
     different methods built from the same seeds see the same stream. With `lr_decay_frac` > 0
-    every optimizer's learning rate follows `lr_factor` (x0.1, geometric, over that last
-    fraction of the updates); 0 keeps it constant. `evaluate(step)` is called every
+    every optimizer's learning rate follows `lr_factor` (geometric, down to `lr_final` times the
+    base rate over that last fraction of the updates); 0 keeps it constant. `evaluate(step)` is called every
     `eval_every` updates and after the last. Returns the step at which each member diverged
     (non-finite D loss) or 0. A diverged member's weights stay non-finite; the other members
     are unaffected (each member's gradient depends on its own loss only).
@@ -481,7 +481,7 @@ def fit_ensemble(trainer: EnsembleGANTrainer, centres: torch.Tensor, std: float,
     base_lr = [g["lr"] for g in groups]
     for step in progress(range(1, steps + 1), desc=desc):
         if lr_decay_frac:
-            f = lr_factor(step, steps, lr_decay_frac)
+            f = lr_factor(step, steps, lr_decay_frac, lr_final)
             for g, lr0 in zip(groups, base_lr):
                 g["lr"] = lr0 * f
         x = sample_mixture(centres, std, S * batch, generator).reshape(S, batch, -1)   # [S, B, 2]

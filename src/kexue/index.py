@@ -1,7 +1,7 @@
 """The front page, `reports/index.html`, and the README's findings: `python -m kexue.index` (the `index` stage).
 
 Everything on the page is read from the chapters' report folders (`summary.md`,
-`findings.md`, `tables/claims.csv`, `metrics.json`, `figures/` with their captions,
+`findings.md`, `tables/claims.csv`, `metrics.json`, `figures/` with `captions.json`,
 `benchmark.md`, `status.json`); nothing is typed here. The same findings are written
 into README.md between the `findings` markers, so README numbers cannot drift from
 the reports (`tests/test_report.py` checks that the committed README matches).
@@ -139,7 +139,7 @@ def chapter_section(chapter: str, reports: Path) -> str:
         same = int((v.verdict == v.verdict_on_rerun).sum())
         parts.append(f"<h3>Verify: a rerun with disjoint seeds</h3><p>{same} of {len(v)} verdicts unchanged "
                      f"(<code>python -m kexue.verify {chapter}</code>).</p>" + table_html(v, index=False))
-    captions_file = d / "figures" / "captions.json"
+    captions_file = d / "captions.json"
     captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
     figs = sorted((d / "figures").glob("*.png"))
     if figs:

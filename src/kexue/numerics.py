@@ -115,7 +115,8 @@ def pin_cpu_numerics(env: dict | None = None, full: bool = False) -> dict[str, s
     return newly_set
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -123,6 +124,15 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device) -> str:
+    """What a torch device is, in words: 'cpu (<model>)' or 'cuda (<GPU name>)'."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({cpu_model()})"
 
 
 def _cpu_flags() -> list[str]:
@@ -152,7 +162,7 @@ def cpu_numerics_info() -> dict:
         "num_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_flags": _cpu_flags(),
         "machine": platform.machine(),
     }

@@ -97,12 +97,18 @@ class _HTML:
     def _repr_html_(self):
         return self.html
 
+    def __repr__(self):          # text/plain: stable across runs (no memory address)
+        return "<HTML table>"
+
 
 class _Markdown:
     def __init__(self, md: str):
         self.md = md
 
     def _repr_markdown_(self):
+        return self.md
+
+    def __repr__(self):
         return self.md
 
 
@@ -112,6 +118,9 @@ class _PNG:
 
     def _repr_png_(self):
         return self.data
+
+    def __repr__(self):
+        return f"<PNG image, {len(self.data)} bytes>"
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -152,7 +161,7 @@ class Report:
             self.dir = ROOT / self.dir
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         (self.dir / "tables").mkdir(parents=True, exist_ok=True)
-        for stale in ("findings.md", "summary.md", "figures/captions.json"):
+        for stale in ("findings.md", "summary.md", "captions.json"):
             (self.dir / stale).unlink(missing_ok=True)
 
     def live(self):
@@ -170,7 +179,7 @@ class Report:
         fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
         plt.close(fig)
         self._figures += 1
-        captions_file = self.dir / "figures" / "captions.json"     # the front page shows them too
+        captions_file = self.dir / "captions.json"     # the front page shows them too
         captions = json.loads(captions_file.read_text()) if captions_file.exists() else {}
         captions[name] = caption
         captions_file.write_text(json.dumps(captions, indent=1, ensure_ascii=False, sort_keys=True) + "\n")

@@ -78,8 +78,13 @@ def read_text_notebook(chapter: str) -> nbformat.NotebookNode:
     return nb
 
 
-def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop papermill timestamps and durations and number the cells, so reruns diff cleanly."""
+def strip_volatile(nb: nbformat.NotebookNode, staging: str | None = None, final: str | None = None
+                   ) -> nbformat.NotebookNode:
+    """Drop papermill timestamps and durations and number the cells, so reruns diff cleanly.
+
+    The injected parameters cell names the staging folder the kernel wrote into; with
+    `staging`/`final` given it shows the folder the report ends up in instead.
+    """
     pm = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration", "exception", "environment_variables"):
         pm.pop(key, None)
@@ -87,6 +92,8 @@ def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if path_key in pm:
             pm[path_key] = Path(pm[path_key]).name
     for i, cell in enumerate(nb.cells):
+        if staging and "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["source"] = cell["source"].replace(repr(staging), repr(final)).replace(f'"{staging}"', f'"{final}"')
         cell["id"] = f"cell-{i}"                       # nbformat draws random ids; make them stable
         cpm = cell.get("metadata", {}).get("papermill")
         if cpm is not None:
@@ -143,21 +150,10 @@ def git_revision() -> str:
 
 
 def device_label(device: str) -> str:
-    """What the chapter ran on, in words: 'cpu (model, N threads)' or the CUDA device's name."""
-    import torch
+    """What the chapter ran on, in words: 'cpu (model)' or 'cuda (GPU name)'."""
     from .config import pick_device
-    dev = pick_device(device)
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})"
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"cpu ({model})"
+    from .numerics import device_name
+    return device_name(pick_device(device))
 
 
 def effective_params(section: str, params: dict) -> dict:
@@ -238,7 +234,8 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
                 raise NotebookFailed(f"{chapter}: {first_error(nbformat.read(out, as_version=4))}") from e
             raise
         src.unlink()
-        nb = strip_volatile(nbformat.read(out, as_version=4))
+        shown = str(final.relative_to(ROOT)) if final.is_relative_to(ROOT) else str(final)
+        nb = strip_volatile(nbformat.read(out, as_version=4), params["report_dir"], shown)
         nbformat.write(nb, out)
         seconds = time.time() - t0
         with open(staging / "params.yaml", "w") as fh:
