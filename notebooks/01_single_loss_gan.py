@@ -53,7 +53,7 @@ image_lr = 2e-3
 image_seeds = 3
 image_eval_every = 500
 image_eval_samples = 1500
-image_simultaneous = False
+image_simultaneous = True
 sweep_steps = 1000
 report_dir = "reports/01_single_loss_gan"
 

@@ -247,3 +247,138 @@ def test_scale_shift_quadratic_is_scale_free_for_sign_like_updates():
     assert u[150:200].mean() / u[200:250].mean() == pytest.approx(1.0, rel=1e-6)
     assert recovery_steps(u, 200) == 0
 
+
+
+# --- batched ensembles (notebook section 6) ---
+
+from kexue.optim import (BatchedAdaptive, MemberSpec, cosine_lr, ensemble_from_seeds,  # noqa: E402
+                         fit_members, identity_rule, member_eval, scale_shift_quadratic_batch)
+from kexue.verdicts import NOT_SUPPORTED, SUPPORTED  # noqa: E402
+
+SPECS = {   # member spec -> the stand-alone optimizer it must reproduce
+    "Adam": (MemberSpec("adam", 3e-2, weight_decay=1e-2),
+             lambda ps, lr: torch.optim.Adam(ps, lr=lr, weight_decay=1e-2, foreach=False)),
+    "AdamW": (MemberSpec("adam", 1e-2, weight_decay=0.1, decoupled=True),
+              lambda ps, lr: torch.optim.AdamW(ps, lr=lr, weight_decay=0.1, foreach=False)),
+    "AdaX": (MemberSpec("adax", 2e-2, weight_decay=1e-2),
+             lambda ps, lr: AdaX(ps, lr=lr, betas=(0.9, 1e-3), weight_decay=1e-2)),
+    "AdaX-W": (MemberSpec("adax", 5e-3, weight_decay=0.1, decoupled=True),
+               lambda ps, lr: AdaX(ps, lr=lr, betas=(0.9, 1e-3), weight_decay=0.1, decoupled_weight_decay=True)),
+    "AdaFactor schedule": (MemberSpec("adafactor", 1e-2, eps=1e-12),
+                           lambda ps, lr: EMAAdam(ps, lr=lr, eps=1e-12, momentum_bias_correction=False,
+                                                  beta2_hat=lambda t: beta2_hat_adafactor(t, 0.7))),
+    "AdaX + m correction": (MemberSpec("adax", 1e-2, momentum_correction=True, eps=0.0),
+                            lambda ps, lr: EMAAdam(ps, lr=lr, eps=0.0, momentum_bias_correction=True,
+                                                   beta2_hat=lambda t: beta2_hat_adax(t, 1e-3))),
+}
+
+
+def test_every_ensemble_member_follows_its_stand_alone_optimizer_float64():
+    """Members with different optimizers, learning rates and seeds in one batched model, trained
+    by `fit_members` with a cosine schedule, against each model trained alone on the same batches."""
+    torch.manual_seed(0)
+    x = torch.randn(200, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (200,))
+    dims, steps, batch = [6, 5, 3], 120, 16
+    names = list(SPECS)
+    member_seed = [k % 2 for k in range(len(names))]          # two init seeds, two data streams
+    model = ensemble_from_seeds(dims, [10 + s for s in member_seed], dtype=torch.float64)
+    start = [[w[k].clone() for w in model.weights] + [b[k].clone() for b in model.biases] for k in range(len(names))]
+    opt = BatchedAdaptive(list(model.parameters()), [SPECS[n][0] for n in names], beta1=0.9, beta2_adam=0.999,
+                          beta2_adax=1e-3, adafactor_c=0.7)
+    sched = lambda s: cosine_lr(s, steps, final=0.1)   # noqa: E731
+    fit_members(model, opt, x, y, steps, batch, [torch.Generator().manual_seed(s) for s in (0, 1)], member_seed, sched)
+    for k, name in enumerate(names):
+        spec, make = SPECS[name]
+        w1, w2, b1, b2 = (torch.nn.Parameter(t.clone()) for t in start[k])
+        alone = make([w1, w2, b1, b2], spec.lr)
+        g = torch.Generator().manual_seed(member_seed[k])      # the member's own data stream
+        for s in range(1, steps + 1):
+            idx = torch.randint(len(x), (batch,), generator=g)
+            logits = torch.relu(x[idx] @ w1 + b1[0]) @ w2 + b2[0]
+            for p in (w1, w2, b1, b2):
+                p.grad = None
+            torch.nn.functional.cross_entropy(logits, y[idx]).backward()
+            for group in alone.param_groups:
+                group["lr"] = spec.lr * sched(s)
+            alone.step()
+        for got, want in zip([model.weights[0][k], model.weights[1][k], model.biases[0][k], model.biases[1][k]],
+                             (w1, w2, b1, b2)):
+            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-9, atol=1e-11, msg=name)
+    # Members that share a seed started from the same weights.
+    assert torch.equal(start[0][0], start[2][0]) and not torch.equal(start[0][0], start[1][0])
+
+
+def test_momentum_correction_free_adax_by_hand():
+    """Constant gradient g: v_hat = g^2 exactly, m_t = (1 - b1^t) g. Without the correction
+    (AdaX) the step is lr (1 - b1^t) sign(g); with it, lr sign(g)."""
+    g, lr, b1 = torch.tensor([[0.5, -2.0]], dtype=torch.float64), 0.01, 0.9
+    for corrected in (False, True):
+        p = torch.nn.Parameter(torch.zeros(1, 2, dtype=torch.float64))
+        opt = BatchedAdaptive([p], [MemberSpec("adax", lr, momentum_correction=corrected, eps=0.0)], beta1=b1)
+        expected = torch.zeros(1, 2, dtype=torch.float64)
+        for t in range(1, 6):
+            p.grad = g.clone()
+            opt.step()
+            expected -= lr * (1.0 if corrected else 1 - b1 ** t) * torch.sign(g)
+            torch.testing.assert_close(opt.exp_avg_sq_hat[0], g * g, rtol=1e-14, atol=0)
+            torch.testing.assert_close(p.detach(), expected, rtol=1e-13, atol=1e-15)
+
+
+def test_per_member_lr_scales_only_that_member():
+    p = torch.nn.Parameter(torch.zeros(3, 4, dtype=torch.float64))
+    opt = BatchedAdaptive([p], [MemberSpec("adam", lr) for lr in (1e-3, 2e-3, 0.0)])
+    p.grad = torch.ones(3, 4, dtype=torch.float64)
+    opt.step(lr_scale=0.5)
+    # Adam's first step is lr * g / (|g| + eps) per element.
+    torch.testing.assert_close(p.detach()[:, 0], -0.5 * torch.tensor([1e-3, 2e-3, 0.0], dtype=torch.float64)
+                               / (1 + 1e-8), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda: MemberSpec("sgd", 1e-3), r"invalid kind='sgd'"),
+    (lambda: MemberSpec("adax", -1.0), r"invalid lr=-1\.0"),
+    (lambda: MemberSpec("adax", 1e-3, weight_decay=float("nan")), r"invalid weight_decay=nan"),
+    (lambda: BatchedAdaptive([torch.nn.Parameter(torch.ones(2, 3))], [MemberSpec("adax", 1e-3)] * 3),
+     r"shape \(2, 3\): its first dimension must be the 3 members"),
+    (lambda: BatchedAdaptive([torch.nn.Parameter(torch.ones(1, 3))], [MemberSpec("adax", 1e-3)], beta1=1.0),
+     r"invalid beta1=1\.0"),
+    (lambda: cosine_lr(0, 10), r"step=0 of steps=10"),
+    (lambda: scale_shift_quadratic_batch(lambda ps: AdaX(ps), 10, 2.0, []), r"seeds is empty"),
+    (lambda: identity_rule({"x": 0.0}, tol=0.0), r"tol=0\.0"),
+])
+def test_batched_bad_input_names_the_value(bad, match):
+    with pytest.raises(ValueError, match=match):
+        bad()
+
+
+def test_cosine_lr_endpoints_and_midpoint():
+    assert cosine_lr(1, 101, final=0.01) == pytest.approx(1.0)
+    assert cosine_lr(51, 101, final=0.01) == pytest.approx(0.505)
+    assert cosine_lr(101, 101, final=0.01) == pytest.approx(0.01)
+
+
+def test_member_eval_matches_per_member_loop():
+    torch.manual_seed(5)
+    model = ensemble_from_seeds([4, 6, 3], [0, 1, 2], dtype=torch.float64)
+    x, y = torch.randn(50, 4, dtype=torch.float64), torch.randint(0, 3, (50,))
+    acc, loss = member_eval(model, x, y, chunk=7)
+    for k in range(3):
+        logits = torch.relu(x @ model.weights[0][k] + model.biases[0][k]) @ model.weights[1][k] + model.biases[1][k]
+        assert acc[k].item() == pytest.approx((logits.argmax(1) == y).double().mean().item())
+        assert loss[k].item() == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-12)
+
+
+def test_quadratic_batch_rows_equal_single_seed_runs():
+    batch = scale_shift_quadratic_batch(lambda ps: AdaX(ps, lr=1e-2), 300, 10.0, [3, 7])
+    for row, seed in enumerate((3, 7)):
+        single = scale_shift_quadratic(lambda ps: AdaX(ps, lr=1e-2), 300, 10.0, seed=seed)
+        torch.testing.assert_close(batch["update_norm"][row], single["update_norm"], rtol=1e-12, atol=1e-15)
+
+
+def test_identity_rule():
+    ok = identity_rule({"a": 1e-15, "b": 0.0}, tol=1e-10)
+    assert ok.verdict == SUPPORTED
+    bad = identity_rule({"a": 1e-15, "b": 1e-3}, tol=1e-10)
+    assert bad.verdict == NOT_SUPPORTED and "b exceeds" in bad.evidence
+    assert identity_rule({"a": float("nan")}, tol=1e-10).verdict == NOT_SUPPORTED

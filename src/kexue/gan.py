@@ -660,5 +660,5 @@ class GanParams:
     image_seeds: int = param(3, lo=2, hi=100)
     image_eval_every: int = param(500, lo=1, hi=10**7)
     image_eval_samples: int = param(1500, lo=10, hi=10000)
-    image_simultaneous: bool = param(False, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
+    image_simultaneous: bool = param(True, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
     sweep_steps: int = param(1000, lo=2, hi=10**7)

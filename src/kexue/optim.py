@@ -24,17 +24,28 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from .config import param
+from .verdicts import NOT_SUPPORTED, SUPPORTED, Verdict
 
 __all__ = [
     "AdaX",
     "AdaxParams",
+    "BatchedAdaptive",
     "EMAAdam",
+    "MemberSpec",
+    "cosine_lr",
+    "ensemble_from_seeds",
+    "fit_members",
+    "identity_rule",
+    "member_eval",
+    "scale_shift_quadratic_batch",
     "adax_log_c",
     "beta2_hat_adam",
     "beta2_hat_adax",
@@ -250,21 +261,37 @@ def scale_shift_quadratic(make_optimizer: Callable[[list], Optimizer], steps: in
 
     Returns per-step `update_norm` (RMS of $\Delta\theta$) and `loss` ($f$, unscaled).
     """
-    g = torch.Generator().manual_seed(seed)
+    r = scale_shift_quadratic_batch(make_optimizer, steps, factor, [seed], dim, noise)
+    return {k: v[0] for k, v in r.items()}
+
+
+def scale_shift_quadratic_batch(make_optimizer: Callable[[list], Optimizer], steps: int, factor: float,
+                                seeds: Sequence[int], dim: int = 256, noise: float = 1.0) -> dict[str, torch.Tensor]:
+    """`scale_shift_quadratic` for several seeds at once: row s of a [len(seeds), dim] parameter
+    is seed s's problem, with its own random stream, so an element-wise optimizer moves row s
+    exactly as it would move the single-seed run (tested). Returns [len(seeds), steps] tensors."""
+    if steps < 2:
+        raise ValueError(f"steps={steps!r}: must be >= 2")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor={factor!r}: must be a finite number > 0")
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    if not gens:
+        raise ValueError("seeds is empty: need at least one seed")
     h = torch.logspace(-2, 0, dim, dtype=torch.float64)
-    theta = torch.nn.Parameter(torch.randn(dim, generator=g, dtype=torch.float64))
+    theta = torch.nn.Parameter(torch.stack([torch.randn(dim, generator=g, dtype=torch.float64) for g in gens]))
     opt = make_optimizer([theta])
-    update_norm = torch.empty(steps, dtype=torch.float64)
-    loss = torch.empty(steps, dtype=torch.float64)
+    update_norm = torch.empty(len(gens), steps, dtype=torch.float64)
+    loss = torch.empty(len(gens), steps, dtype=torch.float64)
     for t in range(steps):
         s = 1.0 if t < steps // 2 else factor
         with torch.no_grad():
-            theta.grad = s * (h * theta + noise * torch.randn(dim, generator=g, dtype=torch.float64))
+            xi = torch.stack([torch.randn(dim, generator=g, dtype=torch.float64) for g in gens])
+            theta.grad = s * (h * theta + noise * xi)
             before = theta.detach().clone()
         opt.step()
         with torch.no_grad():
-            update_norm[t] = (theta - before).pow(2).mean().sqrt()
-            loss[t] = 0.5 * (h * theta * theta).sum()
+            update_norm[:, t] = (theta - before).pow(2).mean(-1).sqrt()
+            loss[:, t] = 0.5 * (h * theta * theta).sum(-1)
     return {"update_norm": update_norm, "loss": loss}
 
 
@@ -281,25 +308,276 @@ def recovery_steps(update_norm: torch.Tensor, switch: int, window: int = 50, tol
     return int(idx[0]) if len(idx) else -1
 
 
+# --- the identities of the derivation, judged (notebook sections 2-4) ---
+
+def identity_rule(errors: dict[str, float], tol: float) -> Verdict:
+    """Claim: an identity or limit holds. Each entry of `errors` is a measured discrepancy
+    (float64); supported when every one is finite and at most `tol`, not supported otherwise."""
+    if not errors:
+        raise ValueError("identity_rule needs at least one measured error")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol={tol!r}: must be a finite number > 0")
+    from .report import fmt
+    worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf)
+    ok = all(math.isfinite(e) and e <= tol for e in errors.values())
+    ev = "; ".join(f"{k}: {fmt(v, 2)}" for k, v in errors.items())
+    ev += f" (tolerance {fmt(tol, 2)}; " + ("all within)" if ok else f"{worst} exceeds it)")
+    return Verdict(SUPPORTED if ok else NOT_SUPPORTED, ev)
+
+
+# --- many optimizers x learning rates x seeds in one batched model (notebook section 6) ---
+
+KINDS = ("adam", "adax", "adafactor")
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """One ensemble member's optimizer, in the moving-average form of notebook section 3.
+
+    `kind`: the coefficient schedule: "adam" (beta2_hat_adam), "adax" (beta2_hat_adax) or
+    "adafactor" (1 - t^-c). `momentum_correction`: divide m by 1 - beta1^t (None: True for
+    Adam, False for AdaX and AdaFactor's schedule, as the article's AdaX). `decoupled`: weight
+    decay as `p *= 1 - lr*wd` (AdamW, AdaX-W) instead of `g += wd*p`. `eps`: None gives 1e-8
+    for Adam (torch's default) and 1e-12 otherwise (AdaX's default).
+    """
+    kind: str
+    lr: float
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    momentum_correction: bool | None = None
+    eps: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"invalid kind={self.kind!r}: must be one of {KINDS}")
+        _check("lr", self.lr, math.isfinite(self.lr) and self.lr >= 0.0, "a finite number >= 0")
+        _check("weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0.0,
+               "a finite number >= 0")
+        if self.eps is not None:
+            _check("eps", self.eps, math.isfinite(self.eps) and self.eps >= 0.0, "a finite number >= 0")
+
+    @property
+    def corrected(self) -> bool:
+        return self.kind == "adam" if self.momentum_correction is None else bool(self.momentum_correction)
+
+    @property
+    def epsilon(self) -> float:
+        return (1e-8 if self.kind == "adam" else 1e-12) if self.eps is None else float(self.eps)
+
+
+class BatchedAdaptive:
+    r"""Adam, AdamW, AdaX, AdaX-W and AdaFactor's schedule for every member of a batched model.
+
+    Every parameter is a `[members, ...]` tensor; member s is updated by `specs[s]`, element-wise:
+
+    $$g \leftarrow g + \lambda_c\theta,\quad \theta \leftarrow (1 - \alpha_t\lambda_d)\theta,\quad
+      m \leftarrow \beta_1 m + (1-\beta_1) g,\quad
+      \hat v \leftarrow \hat\beta_{2,t}\hat v + (1-\hat\beta_{2,t}) g^2,\quad
+      \theta \leftarrow \theta - \alpha_t\,\frac{m\,/\,(1-\beta_1^t)^{[\text{corrected}]}}{\sqrt{\hat v} + \epsilon_t},$$
+
+    with the member's own $\alpha_t$ (its lr times the shared `lr_scale` of the step), schedule
+    $\hat\beta_{2,t}$ and $\epsilon_t$ (AdaX: $\epsilon/\sqrt{c_t}$, as `AdaX`). The per-member
+    numbers are `[members, 1, ...]` tensors, so one pass updates all members: member s follows
+    exactly the trajectory of `torch.optim.Adam`/`AdamW` or `kexue.optim.AdaX` on its own
+    (tests/test_optim.py, float64).
+    """
+
+    def __init__(self, params, specs: Sequence[MemberSpec], beta1: float = 0.9, beta2_adam: float = 0.999,
+                 beta2_adax: float = 1e-4, adafactor_c: float = 0.8):
+        self.params = list(params)
+        self.specs = list(specs)
+        m = len(self.specs)
+        if m == 0:
+            raise ValueError("specs is empty: need one MemberSpec per member")
+        for i, p in enumerate(self.params):
+            if p.dim() == 0 or p.shape[0] != m:
+                raise ValueError(f"parameter {i} has shape {tuple(p.shape)}: its first dimension must be the "
+                                 f"{m} members")
+        _check("beta1", beta1, 0.0 <= beta1 < 1.0, "in [0, 1)")
+        _check("beta2_adam", beta2_adam, 0.0 <= beta2_adam < 1.0, "in [0, 1)")
+        _check("beta2_adax", beta2_adax, 0.0 < beta2_adax < 1.0, "in (0, 1)")
+        _check("adafactor_c", adafactor_c, math.isfinite(adafactor_c) and adafactor_c > 0, "a finite number > 0")
+        self.beta1, self.beta2_adam, self.beta2_adax, self.adafactor_c = beta1, beta2_adam, beta2_adax, adafactor_c
+        ref = self.params[0]
+        as_t = lambda xs: torch.tensor(xs, dtype=torch.float64)                          # noqa: E731
+        self._kind = torch.tensor([KINDS.index(s.kind) for s in self.specs])
+        self._lr = as_t([s.lr for s in self.specs])
+        self._wd_coupled = as_t([0.0 if s.decoupled else s.weight_decay for s in self.specs])
+        self._wd_decoupled = as_t([s.weight_decay if s.decoupled else 0.0 for s in self.specs])
+        self._corrected = torch.tensor([s.corrected for s in self.specs])
+        self._eps = as_t([s.epsilon for s in self.specs])
+        self._tiny = torch.finfo(ref.dtype).tiny
+        self.t = 0
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq_hat = [torch.zeros_like(p) for p in self.params]
+
+    def coefficients(self, t: int, lr_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """Per-member numbers of step t (float64, [members]): `w` = 1 - beta2_hat_t (the weight
+        of the newest g^2), `step` = lr_t (/ (1 - beta1^t) when corrected), `eps`, `decay`."""
+        b2 = self.beta2_adam                  # Adam: 1 - beta2_hat_t = (1 - b2) / (1 - b2^t)
+        w_adam = (1 - b2) / -math.expm1(t * math.log(b2)) if b2 > 0 else 1.0
+        w_kind = torch.tensor([w_adam, math.exp(math.log(self.beta2_adax) - adax_log_c(t, self.beta2_adax)),
+                               t ** (-self.adafactor_c)], dtype=torch.float64)
+        eps_mult = torch.tensor([1.0, math.exp(-0.5 * adax_log_c(t, self.beta2_adax)), 1.0], dtype=torch.float64)
+        lr = self._lr * float(lr_scale)
+        corr = 1.0 / -math.expm1(t * math.log(self.beta1)) if self.beta1 > 0 else 1.0
+        eps = self._eps * eps_mult[self._kind]
+        eps = torch.where(self._kind == KINDS.index("adax"), eps.clamp(min=self._tiny), eps)
+        return {"w": w_kind[self._kind], "step": torch.where(self._corrected, lr * corr, lr), "eps": eps,
+                "decay": 1.0 - lr * self._wd_decoupled, "wd": self._wd_coupled}
+
+    @torch.no_grad()
+    def step(self, lr_scale: float = 1.0) -> None:
+        """One update of every member; `lr_scale` multiplies every member's lr (a schedule)."""
+        if not (math.isfinite(lr_scale) and lr_scale >= 0):
+            raise ValueError(f"invalid lr_scale={lr_scale!r}: must be a finite number >= 0")
+        self.t += 1
+        c = self.coefficients(self.t, lr_scale)
+        any_coupled = bool((c["wd"] != 0).any())
+        any_decoupled = bool((c["decay"] != 1).any())
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq_hat):
+            if p.grad is None:
+                continue
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            col = {k: x.to(device=p.device, dtype=p.dtype).view(shape) for k, x in c.items()}
+            g = p.grad
+            if any_coupled:
+                g = g + col["wd"] * p
+            if any_decoupled:
+                p.mul_(col["decay"])
+            m.lerp_(g, 1.0 - self.beta1)
+            v.mul_(1.0 - col["w"]).addcmul_(g * col["w"], g)
+            p.addcdiv_(m * col["step"], v.sqrt().add_(col["eps"]), value=-1.0)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+
+def cosine_lr(step: int, steps: int, final: float = 0.01) -> float:
+    """Learning-rate multiplier at update `step` (1-based) of `steps`: a cosine from 1 down to
+    `final` at the last update."""
+    if steps < 1 or not 1 <= step <= steps:
+        raise ValueError(f"step={step!r} of steps={steps!r}: need 1 <= step <= steps")
+    if not 0 <= final <= 1:
+        raise ValueError(f"final={final!r}: must be in [0, 1]")
+    frac = (step - 1) / max(steps - 1, 1)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def ensemble_from_seeds(dims: list[int], member_seeds: Sequence[int], dtype: torch.dtype = torch.float32):
+    """A `kexue.gan.EnsembleMLP` (ReLU) whose member s is initialised from `member_seeds[s]` alone:
+    members that share a seed start from the same weights, whatever else differs (paired arms)."""
+    from .gan import EnsembleMLP
+    if not member_seeds:
+        raise ValueError("member_seeds is empty: need one seed per member")
+    cache = {}
+    for s in dict.fromkeys(member_seeds):
+        cache[s] = EnsembleMLP(1, dims, "relu", torch.Generator().manual_seed(int(s)))
+    ens = EnsembleMLP(len(member_seeds), dims, "relu").to(dtype)
+    with torch.no_grad():
+        for i in range(len(ens.weights)):
+            ens.weights[i].copy_(torch.cat([cache[s].weights[i] for s in member_seeds]))
+            ens.biases[i].copy_(torch.cat([cache[s].biases[i] for s in member_seeds]))
+    return ens
+
+
+def fit_members(model: torch.nn.Module, opt: BatchedAdaptive, x: torch.Tensor, y: torch.Tensor, steps: int,
+                batch_size: int, streams: Sequence[torch.Generator], member_stream: Sequence[int],
+                lr_schedule: Callable[[int], float] = lambda s: 1.0,
+                on_eval: Callable[[int, torch.Tensor], None] | None = None, eval_steps: Sequence[int] = (),
+                progress: Callable | None = None) -> torch.Tensor:
+    """Train every member of a batched classifier (`x` [N, d], `y` [N]) for `steps` updates.
+
+    Data stream k draws its mini-batches (with replacement) from generator `streams[k]`;
+    member s reads stream `member_stream[s]`, so members that share a stream (one seed, any
+    optimizer or lr) see the same batches. The loss is the sum over members of each member's
+    mean cross-entropy, so each member's gradient is its own. `on_eval(step, loss)` is called
+    after the updates in `eval_steps` with each member's mean training loss [members] since the
+    previous call. Returns the members' mean training loss over the last 10% of the updates.
+    """
+    member_stream = torch.as_tensor(list(member_stream), dtype=torch.long)
+    n_members = int(member_stream.numel())
+    if steps < 1:
+        raise ValueError(f"steps={steps!r}: must be >= 1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: must be >= 1")
+    if len(opt.specs) != n_members:
+        raise ValueError(f"{len(opt.specs)} optimizer specs for {n_members} members")
+    if n_members and (member_stream.min() < 0 or member_stream.max() >= len(streams)):
+        raise ValueError(f"member_stream refers to streams outside 0..{len(streams) - 1}")
+    bad = [s for s in eval_steps if not 1 <= s <= steps]
+    if bad:
+        raise ValueError(f"eval_steps {bad}: must lie in 1..{steps}")
+    eval_steps = set(eval_steps)
+    dev = x.device
+    member_stream = member_stream.to(dev)
+    acc = torch.zeros(n_members, dtype=torch.float64, device=dev)
+    tail = torch.zeros(n_members, dtype=torch.float64, device=dev)
+    tail_from = steps - max(steps // 10, 1)
+    since = 0
+    it = range(1, steps + 1) if progress is None else progress(range(1, steps + 1))
+    for step in it:
+        idx = torch.stack([torch.randint(len(x), (batch_size,), generator=g) for g in streams]).to(dev)
+        idx = idx[member_stream]                                        # [members, B]
+        logits = model(x[idx])                                          # [members, B, classes]
+        loss = F.cross_entropy(logits.flatten(0, 1), y[idx].flatten(), reduction="none")
+        loss = loss.view(n_members, batch_size).mean(1)                 # [members]
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step(lr_schedule(step))
+        with torch.no_grad():
+            acc += loss.detach().double()
+            since += 1
+            if step > tail_from:
+                tail += loss.detach().double()
+        if step in eval_steps and on_eval is not None:
+            on_eval(step, (acc / since).cpu())
+            acc.zero_()
+            since = 0
+    return (tail / (steps - tail_from)).cpu()
+
+
+@torch.no_grad()
+def member_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 2000
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(accuracy, mean cross-entropy) of every member on the same data: two [members] tensors."""
+    correct, loss_sum = None, None
+    for i in range(0, len(x), chunk):
+        xb, yb = x[i:i + chunk], y[i:i + chunk]
+        first = next(model.parameters())
+        logits = model(xb.to(first.dtype).unsqueeze(0).expand(first.shape[0], -1, -1))
+        c = (logits.argmax(-1) == yb).sum(1).double()
+        ce = F.cross_entropy(logits.transpose(1, 2), yb.expand(logits.shape[0], -1), reduction="none").sum(1).double()
+        correct = c if correct is None else correct + c
+        loss_sum = ce if loss_sum is None else loss_sum + ce
+    return (correct / len(x)).cpu(), (loss_sum / len(x)).cpu()
+
+
 # --- chapter 04 experiment parameters (params.yaml `adax`) ---
 
 @dataclass
 class AdaxParams:
     """params.yaml `adax`: the chapter-04 experiments (validated by kexue.config)."""
 
-    lr: float = param(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3)")
+    lr: float = param(1.5e-3, lo=0.0, hi=1.0, doc="AdaX learning rate (article default 1.5e-3): centre of the lr sweep")
     beta1: float = param(0.9, lo=0.0, hi=0.999999)
     beta2: float = param(1e-4, lo=1e-12, hi=0.5, doc="AdaX beta2 (article default 1e-4)")
-    adam_lr: float = param(1e-3, lo=0.0, hi=1.0, doc="Adam/AdamW learning rate")
-    sgd_lr: float = param(0.05, lo=0.0, hi=10.0, doc="SGD-with-momentum learning rate")
-    weight_decay: float = param(1e-4, lo=0.0, hi=1.0, doc="for AdaX and Adam (coupled)")
-    decoupled_weight_decay: float = param(1e-2, lo=0.0, hi=1.0, doc="for AdaX-W and AdamW")
+    adam_lr: float = param(1e-3, lo=0.0, hi=1.0, doc="Adam's lr on the long-term-memory problem")
+    weight_decay: float = param(1e-4, lo=0.0, hi=1.0, doc="coupled: AdaX, Adam, AdaFactor schedule, ablation")
+    decoupled_weight_decay: float = param(1e-2, lo=0.0, hi=1.0, doc="decoupled: AdaX-W and AdamW")
     adafactor_c: float = param(0.8, lo=0.0, hi=2.0, doc="AdaFactor schedule exponent, 1 - t^-c")
-    n_seeds: int = param(3, lo=1, hi=100)
-    epochs: int = param(3, lo=1, hi=1000)
-    train_size: int = param(10000, lo=64, hi=60000, doc="Fashion-MNIST training images used")
-    test_size: int = param(5000, lo=64, hi=10000)
-    batch_size: int = param(128, lo=1, hi=60000)
-    width: int = param(16, lo=1, hi=1024, doc="channels of the first conv layer of the CNN")
-    memory_steps: int = param(8000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
+    n_seeds: int = param(5, lo=2, hi=100, doc="seeds of the long run (paired across optimizers and lrs)")
+    epochs: int = param(12, lo=1, hi=1000, doc="long run: passes over the training split")
+    train_size: int = param(55000, lo=64, hi=59936, doc="Fashion-MNIST training images (the rest: validation)")
+    val_size: int = param(5000, lo=64, hi=10000, doc="held-out training images that pick each optimizer's lr")
+    test_size: int = param(10000, lo=64, hi=10000)
+    batch_size: int = param(32, lo=1, hi=60000)
+    width: int = param(32, lo=1, hi=4096, doc="hidden units of the MLP (14x14 pooled images, one hidden layer)")
+    lr_sweep_points: int = param(5, lo=1, hi=15, doc="learning rates per optimizer, log-spaced around lr")
+    lr_sweep_factor: float = param(3.0, lo=1.0, hi=100.0, doc="ratio of neighbouring learning rates in the sweep")
+    lr_final: float = param(0.01, lo=0.0, hi=1.0, doc="cosine schedule: final lr as a fraction of the initial")
+    eval_points: int = param(10, lo=1, hi=1000, doc="evaluations along the long run")
+    memory_steps: int = param(24000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
+    memory_seeds: int = param(6, lo=2, hi=100, doc="seeds of the long-term-memory problem")
     memory_factor: float = param(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
