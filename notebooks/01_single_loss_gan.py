@@ -40,6 +40,7 @@ toy_steps = 15000
 toy_ring_steps = 4000
 toy_batch = 128
 toy_hidden = 64
+toy_grid_hidden = 96
 toy_lr = 2e-3
 toy_lr_decay_frac = 0.6
 toy_seeds = 10
@@ -53,7 +54,7 @@ image_lr = 2e-3
 image_seeds = 3
 image_eval_every = 500
 image_eval_samples = 1500
-image_simultaneous = True
+image_simultaneous = False
 sweep_steps = 1000
 report_dir = "reports/01_single_loss_gan"
 
@@ -394,7 +395,7 @@ report.note(
 # All three arms are built by `ensemble_pair` from the **same seeds**, and `fit_ensemble` draws data
 # and noise from one generator in a fixed order, so member $s$ of every arm starts from the same
 # weights and sees the same batches: the comparisons are paired. Same MLPs (3 hidden layers of
-# `toy_hidden`), Adam with β = (0.5, 0.999), and a learning rate that is constant and then decays
+# `toy_hidden` units for the ring, `toy_grid_hidden` for the grid), Adam with β = (0.5, 0.999), and a learning rate that is constant and then decays
 # geometrically to a tenth over the last `toy_lr_decay_frac` of the updates (the sharpening that
 # lets the generator put most samples close to a centre).
 #
@@ -414,13 +415,14 @@ toy_seed_list = [seed + k for k in range(toy_seeds)]        # member k of every 
 n_modes = {d: len(toy_dataset(d)[0]) for d in ("ring", "grid")}
 REGIME = {"ring": (7, 80.0), "grid": (20, 80.0)}             # modes, high quality (%): the target above
 toy_steps_of = {"ring": toy_ring_steps, "grid": toy_steps}     # the ring is learnt in fewer updates
+toy_hidden_of = {"ring": toy_hidden, "grid": toy_grid_hidden}  # and by narrower networks
 toy_rows, toy_curve_rows, toy_samples = [], [], {}
 for dataset in ("ring", "grid"):
     centres, std = toy_dataset(dataset)
     # One evaluation noise for every arm: member k is judged on the same z in each.
     z_eval = torch.randn(toy_seeds, toy_eval_samples, 2, generator=torch.Generator().manual_seed(seed + 10**6))
     for method in toy_methods:
-        G_, D_ = ensemble_pair(toy_seeds, toy_hidden, toy_seed_list)
+        G_, D_ = ensemble_pair(toy_seeds, toy_hidden_of[dataset], toy_seed_list)
         G_, D_ = G_.to(dev), D_.to(dev)
         trainer = EnsembleGANTrainer(G_, D_, method, gan_adam(beta1, beta2), toy_lr, lam=lam)
 

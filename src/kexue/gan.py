@@ -646,6 +646,7 @@ class GanParams:
     toy_ring_steps: int = param(4000, lo=1, hi=10**7, doc="updates per ring run")
     toy_batch: int = param(128, lo=2, hi=10**6)
     toy_hidden: int = param(64, lo=1, hi=4096)
+    toy_grid_hidden: int = param(96, lo=1, hi=4096, doc="hidden width of the grid GANs (25 modes need more than 8)")
     toy_lr: float = param(2e-3, lo=0.0, hi=1.0)
     toy_lr_decay_frac: float = param(0.6, lo=0.0, hi=1.0,
                                      doc="last fraction of the 2-D updates over which lr decays geometrically to 1/10")
@@ -660,5 +661,5 @@ class GanParams:
     image_seeds: int = param(3, lo=2, hi=100)
     image_eval_every: int = param(500, lo=1, hi=10**7)
     image_eval_samples: int = param(1500, lo=10, hi=10000)
-    image_simultaneous: bool = param(True, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
+    image_simultaneous: bool = param(False, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
     sweep_steps: int = param(1000, lo=2, hi=10**7)
