@@ -238,3 +238,203 @@ def test_trainer_rejects_bad_per_member_settings():
                    alpha=[0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="form='x'"):
         EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: torch.zeros(n, 2), 1, 0.1, form="x")
+
+
+# --- the IGEBM sampler (notebook section 6) ---
+
+def test_igebm_step_matches_a_hand_computation_including_the_clip():
+    """Noise first, the gradient at the noised point, each component clipped to +-c, step lambda,
+    projection onto [0, 1]: one step written out by hand, float64, same noise draw."""
+    from kexue.ebm import igebm_langevin
+    centre = torch.linspace(-0.5, 1.5, 5, dtype=torch.float64)
+    energy = lambda x: (x - centre).pow(2).sum(-1) / 50.0                    # noqa: E731  grad (x - c) / 25
+    x0 = torch.rand(6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lam, sigma, c = 10.0, 0.005, 0.01
+    out = igebm_langevin(energy, x0, 1, lam, sigma, c, (0.0, 1.0), generator=torch.Generator().manual_seed(3))
+    xi = torch.randn(x0.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    noised = x0 + sigma * xi
+    grad = (noised - centre) / 25.0
+    assert ((grad.abs() > c).any() and (grad.abs() < c).any())               # the clip binds on some components
+    torch.testing.assert_close(out, (noised - lam * grad.clamp(-c, c)).clamp(0, 1), rtol=0, atol=1e-14)
+    # Not the gradient at the pre-noise point: that update differs.
+    wrong = (noised - lam * ((x0 - centre) / 25.0).clamp(-c, c)).clamp(0, 1)
+    assert (out - wrong).abs().max() > 1e-6
+    # Without clip and box it is x + sigma xi - lambda grad U(x + sigma xi).
+    free = igebm_langevin(energy, x0, 1, lam, sigma, None, None, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(free, noised - lam * grad, rtol=0, atol=1e-14)
+
+
+def test_igebm_sampler_moves_at_most_lambda_c_per_step_and_stays_in_the_box():
+    from kexue.ebm import igebm_langevin
+    x0 = torch.rand(50, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    steep = lambda x: 1e3 * (x - 3.0).pow(2).sum(-1)                        # noqa: E731  |grad| >> c
+    out = igebm_langevin(steep, x0, 1, 10.0, 0.0, 0.01, None)
+    torch.testing.assert_close(out, x0 + 0.1, rtol=0, atol=1e-12)            # exactly lambda * c uphill-to-down
+    out = igebm_langevin(steep, x0, 30, 10.0, 0.005, 0.01, (0.0, 1.0), generator=torch.Generator().manual_seed(0))
+    assert out.min() >= 0 and out.max() <= 1 and (out == 1).float().mean() > 0.9
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_steps": -1}, "n_steps=-1"), ({"step_size": 0.0}, "step_size=0.0"), ({"noise_std": -1.0}, "noise_std=-1.0"),
+    ({"grad_clip": 0.0}, "grad_clip=0.0")])
+def test_igebm_rejects_bad_arguments(kwargs, message):
+    from kexue.ebm import igebm_langevin
+    args = {"n_steps": 2, "step_size": 10.0, "noise_std": 0.005, "grad_clip": 0.01, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        igebm_langevin(quadratic(), torch.zeros(3, 2), **args)
+
+
+# --- pairing: shared seeds, noise, data ---
+
+def test_groups_share_noise_between_members_of_one_seed():
+    x = torch.zeros(4, 7, 2, dtype=torch.float64)
+    flat = lambda x: x.sum(-1) * 0                                          # noqa: E731  zero drift
+    out = langevin(flat, x, 3, 0.5, groups=[0, 1, 0, 1], generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out[0], out[2])
+    torch.testing.assert_close(out[1], out[3])
+    assert (out[0] - out[1]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="groups"):
+        langevin(flat, x, 1, 0.5, groups=[0, 1])
+
+
+def test_from_seeds_members_equal_stand_alone_models_of_their_seed():
+    ens = MLPEnergy.from_seeds([3, 5, 3], 2, 8)
+    alone = MLPEnergy(2, 8, generator=torch.Generator().manual_seed(5))
+    x = torch.randn(3, 4, 2)
+    torch.testing.assert_close(ens(x)[1], alone(x[1]))
+    torch.testing.assert_close(ens(x[[0]].expand(3, -1, -1))[0], ens(x[[0]].expand(3, -1, -1))[2])   # same seed
+
+
+def test_conv_ensemble_member_is_the_stand_alone_model_and_spectrally_normalised():
+    ens = ConvEnergy(3, members=3, seeds=[0, 4, 9]).double()
+    alone = ConvEnergy(3, seeds=[4]).double()
+    x = torch.rand(3, 5, 1, 28, 28, dtype=torch.float64)
+    ens.eval(), alone.eval()
+    # Equal up to the float32 rounding of the power-iteration state built at initialisation.
+    torch.testing.assert_close(ens(x)[1], alone(x[1]), rtol=1e-6, atol=1e-9)
+    plain = ens(x)
+    with ens.frozen():
+        torch.testing.assert_close(ens(x), plain, rtol=1e-12, atol=1e-14)
+    sub = ens.subset([2, 0])
+    torch.testing.assert_close(sub(x[[2, 0]]), ens(x)[[2, 0]])
+    # After enough power iterations sigma is the largest singular value: the normalised matrices have norm 1.
+    for i in range(4):
+        ens._power_iteration(i, 300)
+    for w in ens.normalised_weights():
+        norms = torch.linalg.matrix_norm(w.flatten(2), ord=2)
+        torch.testing.assert_close(norms, torch.ones(3, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="ensemble of 3"):
+        ens(x[0])
+    with pytest.raises(ValueError, match="seeds"):
+        ConvEnergy(3, members=2, seeds=[1])
+
+
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_ensemble_member_trains_exactly_as_the_model_alone(kind):
+    """Member 1 of a paired ensemble (seeds [5, 7]) against the seed-7 model trained alone: same data, same
+    starts, a deterministic sampler (no noise), Adam on the summed loss; equal after several updates."""
+    from kexue.ebm import igebm_langevin  # noqa: F401
+    torch.manual_seed(0)
+    if kind == "mlp":
+        shape, make = (2,), (lambda seeds: MLPEnergy.from_seeds(seeds, 2, 8).double())
+        data = torch.randn(6, 2, dtype=torch.float64)
+        start = torch.randn(6, 2, dtype=torch.float64)
+        kw = {"sampler": "langevin", "step_size": 0.1, "noise_scale": 0.0}
+    else:
+        shape, make = (1, 28, 28), (lambda seeds: ConvEnergy(2, len(seeds), seeds).double())
+        data = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+        start = torch.rand(4, 1, 28, 28, dtype=torch.float64)
+        kw = {"sampler": "igebm", "step_size": 10.0, "noise_scale": 0.0, "grad_clip": 0.01, "clamp": (0.0, 1.0)}
+    runs = []
+    for seeds in ([5, 7], [7]):
+        energy = make(seeds)
+        trainer = EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-2), lambda n: start[:n].clone(), 3, alpha=0.5,
+                             use_buffer=False, groups=list(range(len(seeds))) if len(seeds) > 1 else None, **kw)
+        fit(trainer, lambda n, gen: data[:n].clone(), 4, len(data), torch.Generator().manual_seed(0))
+        runs.append(energy)
+    ens, alone = runs
+    for a, b in zip(ens.parameters(), alone.parameters()):
+        torch.testing.assert_close(a[1:2] if kind == "conv" else a[1:2], b, rtol=1e-9, atol=1e-11)
+
+
+def test_paired_trainer_shares_data_starts_and_buffer_draws_within_a_seed():
+    energy = MLPEnergy.from_seeds([0, 1, 0, 1], 2, 4)
+    g = torch.Generator().manual_seed(0)
+    trainer = EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), uniform_init((2,), -1, 1, g), 2, 0.01,
+                         use_buffer=[True, True, True, True], alpha=[0.1, 0.1, 0.0, 0.0], generator=g,
+                         groups=[0, 1, 0, 1], buffer_seeds=[10, 11, 10, 11])
+    fresh = trainer.fresh(5)
+    torch.testing.assert_close(fresh[0], fresh[2])
+    assert (fresh[0] - fresh[1]).abs().max() > 0
+    seen = []
+    fit(trainer, lambda n, gen: (seen.append(1), torch.randn(n, 2, generator=gen))[1], 3, 8, g)
+    assert len(seen) == 3 * 2                                           # one batch per seed, not per member
+    b0, b2 = trainer.buffers[0], trainer.buffers[2]
+    assert torch.equal(b0.generator.get_state(), b2.generator.get_state())
+    with pytest.raises(ValueError, match="groups"):
+        EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: torch.zeros(n, 2), 1, 0.1, groups=[0, 1])
+    with pytest.raises(ValueError, match="sampler='mala'"):
+        EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: torch.zeros(n, 2), 1, 0.1, sampler="mala")
+
+
+def test_buffer_sample_rejects_fresh_of_the_wrong_size():
+    buf = ReplayBuffer(10, 0.5, init_fn=lambda n: torch.zeros(n, 1))
+    with pytest.raises(ValueError, match="n=3"):
+        buf.sample(3, torch.zeros(2, 1))
+
+
+# --- measures and rules ---
+
+def test_ring_gap_contrast_of_the_true_mixture_and_of_an_annulus():
+    from kexue.ebm import ring_gap_contrast
+    from kexue.toy2d import mixture_log_density, ring_centres
+    centres, std = ring_centres(8, 2.0).double(), 0.1
+    u_true = lambda p: -mixture_log_density(p.double(), centres, std)      # noqa: E731
+    got = ring_gap_contrast(u_true)
+    # Brute force: the lowest energy on the mid-gap ray and on the mode ray, on a much finer grid.
+    r = torch.linspace(1.5, 2.5, 20001, dtype=torch.float64)
+    def ray_min(theta):
+        return float(u_true(torch.stack([r * math.cos(theta), r * math.sin(theta)], 1)).min())
+    expected = ray_min(math.pi / 8) - max(ray_min(0.0), ray_min(math.pi / 4))
+    assert expected > 25                                               # about 29 nats
+    torch.testing.assert_close(got, torch.full((8,), expected, dtype=torch.float64), rtol=0, atol=0.05)
+    annulus = lambda p: (p.norm(dim=-1) - 2.0).pow(2) / (2 * std ** 2)     # noqa: E731
+    assert ring_gap_contrast(annulus).abs().max() < 1e-3
+    with pytest.raises(ValueError, match="band=3"):
+        ring_gap_contrast(annulus, band=3.0)
+
+
+def test_feature_spread_is_the_rms_pairwise_distance_and_class_counts():
+    from kexue.ebm import classes_at_least, feature_spread
+    f = torch.randn(40, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    d2 = torch.cdist(f, f).pow(2)
+    rms = math.sqrt(float(d2.sum() / (40 * 39)))                       # mean over pairs i != j
+    assert feature_spread(f) == pytest.approx(rms, rel=1e-12)
+    preds = torch.tensor([0] * 10 + [1] * 5 + [2] * 4 + [3])          # shares 0.5, 0.25, 0.2, 0.05
+    assert classes_at_least(preds, 0.05) == 4 and classes_at_least(preds, 0.21) == 2
+    with pytest.raises(ValueError, match="share=0"):
+        classes_at_least(preds, 0.0)
+    with pytest.raises(ValueError, match="feats"):
+        feature_spread(f[:1])
+
+
+def test_verdict_rules_of_the_chapter():
+    from kexue.ebm import allocation_rule, mixing_rule, within_noise_rule
+    assert within_noise_rule([0.5, 3.9]).verdict == "supported"
+    assert within_noise_rule([0.5, 4.1]).verdict == "not supported"
+    assert mixing_rule(0.10, 0.09, 0.12).verdict == "supported"
+    assert mixing_rule(0.20, 0.10, 0.12).verdict == "not supported"
+    assert allocation_rule([1.02, 1.0]).verdict == "supported"
+    assert allocation_rule([1.3]).verdict == "not supported"
+    from kexue.ebm import trains_like_rule
+    base = torch.linspace(0, 1, 10).numpy()
+    assert trains_like_rule(base + 0.01, base, 0.15).verdict == "supported"
+    assert trains_like_rule(base + 2.0, base, 0.15).verdict == "not supported"
+    overflowed = base.copy()
+    overflowed[:8] = float("nan")
+    assert "non-finite" in trains_like_rule(overflowed, base, 0.15).evidence
+    assert trains_like_rule(overflowed, base, 0.15).verdict == "not supported"
+    with pytest.raises(ValueError, match="errors_in_se"):
+        within_noise_rule([float("nan")])
+    with pytest.raises(ValueError, match="variance_ratios"):
+        allocation_rule([0.5])
