@@ -11,6 +11,12 @@ CHAPTERS = {
     "04_adax": ("adax", "kexue.optim:AdaxParams"),
 }
 
+# Parameter sections of stages that run before their chapter's notebook exists
+# (chapter 03's U-Net training): section -> schema.
+STAGE_SECTIONS = {
+    "skip_tuning": "kexue.diffusion:SkipTuningParams",
+}
+
 # Every chapter of the book, planned ones included: stage -> (short name, title, seed article on kexue.fm).
 BOOK = {
     "01_single_loss_gan": ("Single-loss GAN", "A GAN trained with a single loss through stop-gradient", 6387),

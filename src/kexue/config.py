@@ -47,9 +47,9 @@ class Common:
 def schema() -> dict[str, type]:
     """`common` plus each chapter's parameter dataclass (kexue.chapters registry)."""
     import importlib
-    from .chapters import CHAPTERS
+    from .chapters import CHAPTERS, STAGE_SECTIONS
     out: dict[str, type] = {"common": Common}
-    for section, target in CHAPTERS.values():
+    for section, target in [*CHAPTERS.values(), *STAGE_SECTIONS.items()]:
         module, name = target.split(":")
         out[section] = getattr(importlib.import_module(module), name)
     return out
