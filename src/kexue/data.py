@@ -284,3 +284,20 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def load_checked(path: Path, record: Path, retrain: str, device="cpu") -> dict:
+    """A committed checkpoint, checked against the SHA-256 in `record`, loaded with `weights_only=True`.
+
+    `retrain` is the command that rebuilds it, named in the error when the file is missing or damaged.
+    """
+    import torch
+    path, record = Path(path), Path(record)
+    if not path.exists() or not record.exists():
+        raise FileNotFoundError(f"{path if not path.exists() else record} missing: it is committed to git "
+                                f"(git checkout data/), or retrain it with `{retrain}`")
+    expected, got = record.read_text().split()[0], file_sha256(path)
+    if got != expected:
+        raise DataError(f"{path}: SHA-256 is {got}, expected {expected} (recorded in {record.name}): "
+                        f"damaged file; `git checkout data/` or retrain with `{retrain}`")
+    return torch.load(path, map_location=device, weights_only=True)

@@ -596,17 +596,8 @@ def save_unet(denoiser: EDMPrecond, path: Path = UNET_PATH) -> str:
 
 def load_unet(path: Path = UNET_PATH, device: torch.device | str = "cpu") -> EDMPrecond:
     """The committed EMA denoiser, checked against its recorded SHA-256, loaded with `weights_only=True`."""
-    from .data import DataError, file_sha256
-    path = Path(path)
-    record = sha256_path(path)
-    if not path.exists() or not record.exists():
-        raise FileNotFoundError(f"{path if not path.exists() else record} missing: it is committed to git "
-                                "(git checkout data/), or retrain it with `python -m kexue.diffusion train`")
-    expected, got = record.read_text().split()[0], file_sha256(path)
-    if got != expected:
-        raise DataError(f"{path}: SHA-256 is {got}, expected {expected} (recorded in {record.name}): damaged "
-                        "file; `git checkout data/` or retrain with `python -m kexue.diffusion train`")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    from .data import load_checked
+    ckpt = load_checked(path, sha256_path(Path(path)), "python -m kexue.diffusion train", device)
     net = SkipUNet(**ckpt["config"]).to(device)
     net.load_state_dict(ckpt["state_dict"])
     return EDMPrecond(net, ckpt["sigma_data"]).eval().requires_grad_(False)

@@ -92,17 +92,23 @@ def langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_
     noise_std = math.sqrt(step_size) * (noise_scale.to(x) if torch.is_tensor(noise_scale) else noise_scale)
     x = x.detach().clone()
     for _ in _progress(range(n_steps), desc, n_steps):
-        x.requires_grad_(True)
-        with torch.enable_grad():
-            e = energy(x)
-            if e.ndim == 0 or e.shape != x.shape[:e.ndim]:
-                raise ValueError(f"energy must return one value per sample: x has shape {tuple(x.shape)}, "
-                                 f"energy {tuple(e.shape)}")
-            (grad,) = torch.autograd.grad(e.sum(), x)
+        grad = _energy_grad(energy, x)
         x = x.detach() - 0.5 * step_size * grad + noise_std * _noise(x, generator, groups)
         if clamp is not None:
             x = x.clamp(*clamp)
     return x.detach()
+
+
+def _energy_grad(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """grad_x sum U(x), checking that `energy` gives one value per sample; no parameter grads kept."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        e = energy(x)
+        if e.ndim == 0 or e.shape != x.shape[:e.ndim]:
+            raise ValueError(f"energy must return one value per sample: x has shape {tuple(x.shape)}, "
+                             f"energy {tuple(e.shape)}")
+        (grad,) = torch.autograd.grad(e.sum(), x)
+    return grad
 
 
 def igebm_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_steps: int,
@@ -131,13 +137,7 @@ def igebm_langevin(energy: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     x = x.detach().clone()
     for _ in _progress(range(n_steps), desc, n_steps):
         x = x + noise_std * _noise(x, generator, groups)                     # noise first
-        x.requires_grad_(True)
-        with torch.enable_grad():
-            e = energy(x)
-            if e.ndim == 0 or e.shape != x.shape[:e.ndim]:
-                raise ValueError(f"energy must return one value per sample: x has shape {tuple(x.shape)}, "
-                                 f"energy {tuple(e.shape)}")
-            (grad,) = torch.autograd.grad(e.sum(), x)                        # at the noised point
+        grad = _energy_grad(energy, x)                                      # at the noised point
         if grad_clip is not None:
             grad = grad.clamp(-grad_clip, grad_clip)
         x = x.detach() - step_size * grad

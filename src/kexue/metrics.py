@@ -140,17 +140,8 @@ def load_classifier(path: Path = CLASSIFIER_PATH, device: torch.device | str = "
     It is committed to git (not rebuilt on a fresh clone), so every clone computes the same
     Fréchet distances; `dvc repro -f fashion_classifier` retrains it (about 2 minutes on 2 cores).
     """
-    from .data import DataError, file_sha256
-    path = Path(path)
-    record = classifier_sha256_path(path)
-    if not path.exists() or not record.exists():
-        raise FileNotFoundError(f"{path if not path.exists() else record} missing: it is committed to git "
-                                "(git checkout data/), or retrain it with `dvc repro -f fashion_classifier`")
-    expected, got = record.read_text().split()[0], file_sha256(path)
-    if got != expected:
-        raise DataError(f"{path}: SHA-256 is {got}, expected {expected} (recorded in {record.name}): "
-                        "damaged file; `git checkout data/` or retrain with `dvc repro -f fashion_classifier`")
-    ckpt = torch.load(path, map_location=device, weights_only=True)
+    from .data import load_checked
+    ckpt = load_checked(path, classifier_sha256_path(Path(path)), "dvc repro -f fashion_classifier", device)
     model = FeatureClassifier(**ckpt["config"]).to(device)
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()
