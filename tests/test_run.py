@@ -64,6 +64,9 @@ def test_run_writes_report_without_volatile_metadata(sandbox):
     status = json.loads((final / "status.json").read_text())
     assert {"scale", "device", "stage_seconds", "finished_utc", "git_revision"} <= set(status)
     assert status["stage_seconds"] >= 0 and status["device"].startswith(("cpu", "cuda"))
+    # Where the time went, per section; no more than the whole stage.
+    assert set(status["section_seconds"]) == {"(before the first heading)"}
+    assert 0 <= sum(status["section_seconds"].values()) <= status["stage_seconds"] + 0.1
     page = (final / "99_fake.html").read_text()
     assert 'href="../index.html"' in page and "assets/mathjax/MathJax.js" in page
     assert not re.search(r'<script[^>]+src="https?://', page)          # nothing from the network
@@ -164,3 +167,17 @@ def test_report_verify_table(tmp_path):
     # No rerun yet: said so, not silently "unchanged".
     df = Report(tmp_path / "s").verify(claims, {}, tmp_path / "none")
     assert set(df.verdict_on_rerun) == {"not rerun yet"}
+
+
+def test_section_seconds_sums_cell_durations_under_each_heading():
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("a = 1", metadata={"papermill": {"duration": 0.5}}),
+        nbformat.v4.new_markdown_cell("## 1. First\ntext"),
+        nbformat.v4.new_code_cell("b = 1", metadata={"papermill": {"duration": 2.0}}),
+        nbformat.v4.new_code_cell("c = 1", metadata={"papermill": {"duration": 3.25}}),
+        nbformat.v4.new_markdown_cell("### a sub-heading does not start a section"),
+        nbformat.v4.new_code_cell("d = 1", metadata={"papermill": {"duration": 1.0}}),
+        nbformat.v4.new_markdown_cell("## 2. Second"),
+        nbformat.v4.new_code_cell("e = 1", metadata={"papermill": {}}),     # never ran: not counted
+    ])
+    assert run.section_seconds(nb) == {"(before the first heading)": 0.5, "1. First": 6.2}

@@ -125,6 +125,18 @@ def section_headings(nb: nbformat.NotebookNode) -> dict[int, str]:
     return out
 
 
+def section_seconds(nb: nbformat.NotebookNode) -> dict[str, float]:
+    """Seconds spent in each section (papermill's per-cell durations summed under each heading),
+    read before `strip_volatile` drops them: where a stage's time budget goes."""
+    headings, out = section_headings(nb), {}
+    for i, cell in enumerate(nb.cells):
+        d = cell.get("metadata", {}).get("papermill", {}).get("duration")
+        if d is not None:
+            key = headings.get(i) or "(before the first heading)"
+            out[key] = out.get(key, 0.0) + float(d)
+    return {k: round(v, 1) for k, v in out.items()}
+
+
 def section_printer(chapter: str, nb: nbformat.NotebookNode):
     """An nbclient `on_cell_start` hook printing each new section to stderr."""
     headings, n, last = section_headings(nb), len(nb.cells), [None]
@@ -235,7 +247,9 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
             raise
         src.unlink()
         shown = str(final.relative_to(ROOT)) if final.is_relative_to(ROOT) else str(final)
-        nb = strip_volatile(nbformat.read(out, as_version=4), params["report_dir"], shown)
+        nb = nbformat.read(out, as_version=4)
+        sections = section_seconds(nb)
+        nb = strip_volatile(nb, params["report_dir"], shown)
         nbformat.write(nb, out)
         seconds = time.time() - t0
         with open(staging / "params.yaml", "w") as fh:
@@ -246,7 +260,7 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
                   "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
                   "git_revision": git_revision(), "python": platform.python_version(),
                   "cpu_pins": {k: os.environ.get(k) for k in PINNED_ENV},
-                  "torch": __import__("torch").__version__}
+                  "torch": __import__("torch").__version__, "section_seconds": sections}
         (staging / "status.json").write_text(json.dumps(status, indent=1) + "\n")
         to_html(out, staging / f"{chapter}.html", chapter)
         replace_entries(staging, final)
