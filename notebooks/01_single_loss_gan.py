@@ -39,6 +39,7 @@ dirac_lr = 0.1
 toy_steps = 15000
 toy_ring_steps = 4000
 toy_batch = 128
+toy_grid_batch = 64
 toy_hidden = 64
 toy_grid_hidden = 96
 toy_lr = 2e-3
@@ -395,7 +396,8 @@ report.note(
 # All three arms are built by `ensemble_pair` from the **same seeds**, and `fit_ensemble` draws data
 # and noise from one generator in a fixed order, so member $s$ of every arm starts from the same
 # weights and sees the same batches: the comparisons are paired. Same MLPs (3 hidden layers of
-# `toy_hidden` units for the ring, `toy_grid_hidden` for the grid), Adam with β = (0.5, 0.999), and a learning rate that is constant and then decays
+# `toy_hidden` units for the ring, `toy_grid_hidden` for the grid; batches of `toy_batch` and
+# `toy_grid_batch`), Adam with β = (0.5, 0.999), and a learning rate that is constant and then decays
 # geometrically to a tenth over the last `toy_lr_decay_frac` of the updates (the sharpening that
 # lets the generator put most samples close to a centre).
 #
@@ -416,6 +418,7 @@ n_modes = {d: len(toy_dataset(d)[0]) for d in ("ring", "grid")}
 REGIME = {"ring": (7, 80.0), "grid": (20, 80.0)}             # modes, high quality (%): the target above
 toy_steps_of = {"ring": toy_ring_steps, "grid": toy_steps}     # the ring is learnt in fewer updates
 toy_hidden_of = {"ring": toy_hidden, "grid": toy_grid_hidden}  # and by narrower networks
+toy_batch_of = {"ring": toy_batch, "grid": toy_grid_batch}
 toy_rows, toy_curve_rows, toy_samples = [], [], {}
 for dataset in ("ring", "grid"):
     centres, std = toy_dataset(dataset)
@@ -435,7 +438,7 @@ for dataset in ("ring", "grid"):
                 toy_curve_rows.append({"dataset": dataset, "method": method, "seed": toy_seed_list[k], "step": step,
                                        "modes": st["modes"], "high_quality": 100 * st["high_quality"]})
 
-        diverged = fit_ensemble(trainer, centres, std, toy_steps_of[dataset], toy_batch,
+        diverged = fit_ensemble(trainer, centres, std, toy_steps_of[dataset], toy_batch_of[dataset],
                                 torch.Generator().manual_seed(seed),              # same data stream in every arm
                                 desc=f"{dataset}, {method} ({toy_seeds} seeds)", lr_decay_frac=toy_lr_decay_frac,
                                 evaluate=evaluate, eval_every=toy_eval_every)

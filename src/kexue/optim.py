@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from .config import param
-from .verdicts import NOT_SUPPORTED, SUPPORTED, Verdict
+from .verdicts import identity_rule  # noqa: F401 (moved to kexue.verdicts; chapter 04 imports it from here)
 
 __all__ = [
     "AdaX",
@@ -309,21 +309,6 @@ def recovery_steps(update_norm: torch.Tensor, switch: int, window: int = 50, tol
 
 
 # --- the identities of the derivation, judged (notebook sections 2-4) ---
-
-def identity_rule(errors: dict[str, float], tol: float) -> Verdict:
-    """Claim: an identity or limit holds. Each entry of `errors` is a measured discrepancy
-    (float64); supported when every one is finite and at most `tol`, not supported otherwise."""
-    if not errors:
-        raise ValueError("identity_rule needs at least one measured error")
-    if not (math.isfinite(tol) and tol > 0):
-        raise ValueError(f"tol={tol!r}: must be a finite number > 0")
-    from .report import fmt
-    worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf)
-    ok = all(math.isfinite(e) and e <= tol for e in errors.values())
-    ev = "; ".join(f"{k}: {fmt(v, 2)}" for k, v in errors.items())
-    ev += f" (tolerance {fmt(tol, 2)}; " + ("all within)" if ok else f"{worst} exceeds it)")
-    return Verdict(SUPPORTED if ok else NOT_SUPPORTED, ev)
-
 
 # --- many optimizers x learning rates x seeds in one batched model (notebook section 6) ---
 

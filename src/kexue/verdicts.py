@@ -17,9 +17,11 @@ out of one of the rules below, applied to per-seed measurements.
 * `time_to_event`: counts with a "never happened within the run" marker, compared by ranks
   with the marker ranked beyond every observed count (never averaged as a number).
 * `divergence`: are divergence counts different between arms (Fisher's exact test)?
+* `identity_rule`: an identity or limit holds when every measured discrepancy is within a tolerance.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -267,3 +269,17 @@ def min_detectable_difference(spread: float, n: int, alpha: float = 0.05, power:
         return float("inf")
     dof = n - 1
     return float((stats.t.ppf(1 - alpha / 2, dof) + stats.t.ppf(power, dof)) * spread / np.sqrt(n))
+
+
+def identity_rule(errors: dict[str, float], tol: float) -> Verdict:
+    """Claim: an identity or limit holds. Each entry of `errors` is a measured discrepancy
+    (float64); supported when every one is finite and at most `tol`, not supported otherwise."""
+    if not errors:
+        raise ValueError("identity_rule needs at least one measured error")
+    if not (math.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol={tol!r}: must be a finite number > 0")
+    worst = max(errors, key=lambda k: errors[k] if math.isfinite(errors[k]) else math.inf)
+    ok = all(math.isfinite(e) and e <= tol for e in errors.values())
+    ev = "; ".join(f"{k}: {_fmt(v, 2)}" for k, v in errors.items())
+    ev += f" (tolerance {_fmt(tol, 2)}; " + ("all within)" if ok else f"{worst} exceeds it)")
+    return Verdict(SUPPORTED if ok else NOT_SUPPORTED, ev)
