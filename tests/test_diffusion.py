@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from kexue.config import PARAMS_FILE, SCALES_FILE, _check_value, load_yaml
 from kexue.data import DataError
 from kexue.data import DATA_DIR
-from kexue.diffusion import (CountingDenoiser, EDMPrecond, ResBlock, SkipTuningParams, SkipUNet, edm_loss,
+from kexue.diffusion import (any_of, argmin_per_set, frechet_distance_active, interior_minimum_rule, selected_gain_rule, denoising_errors, first_match, map_nonlinearity, speedup_rule, trend_rule,
+                             CountingDenoiser, EDMPrecond, ResBlock, SkipTuningParams, SkipUNet, edm_loss,
                              edm_loss_weight, edm_precondition, edm_sigmas, ema_beta, euler_sample, fourier_filter,
                              freeu_scales, gaussian_denoiser, generate, heun_sample, load_unet, save_unet,
                              skip_scales, stochastic_sample, train_unet)
@@ -471,3 +472,154 @@ def test_training_repeats_exactly_and_the_ema_moves():
     # The zero-initialised output conv has moved: the EMA network is no longer the c_skip x identity.
     assert float(ema_a.net.conv_out.weight.abs().max()) > 0
     torch.set_num_threads(1)   # seed_everything set the thread count; keep this module's one thread
+
+
+# --- measurements of the chapter ---
+
+def test_map_nonlinearity_is_zero_for_affine_and_matches_a_quadratic_by_hand():
+    torch.manual_seed(0)
+    z = torch.randn(7, 3, 4, 4, dtype=torch.float64)
+    A = torch.randn(48, 48, dtype=torch.float64)
+    affine = lambda x: (x.flatten(1) @ A.T + 1.5).reshape(x.shape)
+    assert map_nonlinearity(affine, z, 0.3, torch.Generator().manual_seed(1)) < 1e-13
+    # f(x) = x^2 elementwise: second difference 2 eps^2 v^2, first difference 4 eps x v (brute force).
+    eps = 0.2
+    got = map_nonlinearity(lambda x: x ** 2, z, eps, torch.Generator().manual_seed(2))
+    v = torch.randn(z.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    v = v * (z.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1))[:, None, None, None]
+    bend = (2 * eps ** 2 * v ** 2).flatten(1).norm(dim=1).mean()
+    move = (4 * eps * z * v).flatten(1).norm(dim=1).mean()
+    assert got == pytest.approx(float(bend / move), rel=1e-12)
+    with pytest.raises(ValueError, match="eps"):
+        map_nonlinearity(affine, z, 0.0, torch.Generator())
+
+
+def test_denoising_errors_of_the_exact_gaussian_denoiser():
+    # Data N(0, sd^2): the exact denoiser's error per pixel is sigma^2 sd^2 / (sigma^2 + sd^2).
+    sd = 0.5
+    y = sd * torch.randn(4000, 1, 4, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    rows = denoising_errors(gaussian_denoiser(sd), y, [0.1, 0.5, 2.0], lambda x: x.flatten(1),
+                            torch.Generator().manual_seed(1))
+    for r in rows:
+        expect = r["sigma"] ** 2 * sd ** 2 / (r["sigma"] ** 2 + sd ** 2)
+        assert r["pixel_mse"].shape == (4000,)                                   # one error per image
+        assert float(r["pixel_mse"].mean()) == pytest.approx(expect, rel=0.03)
+        assert torch.allclose(r["feature_mse"], r["pixel_mse"], rtol=1e-12)       # identity features
+    with pytest.raises(ValueError, match="sigma"):
+        denoising_errors(gaussian_denoiser(sd), y, [0.0], lambda x: x.flatten(1), torch.Generator())
+
+
+def test_first_match_is_a_paired_non_inferiority_bound():
+    ref = [20.0, 22.0, 21.0, 23.0]
+    cands = {3: [40.0, 41.0, 39.0, 42.0], 5: [21.0, 22.5, 21.5, 23.5], 9: [20.0, 22.0, 21.0, 23.0]}
+    nfe, bounds = first_match(cands, ref, margin=1.0)
+    # 5 NFE: differences 1.0, 0.5, 0.5, 0.5 -> mean 0.625, sd 0.25, upper 95% one-sided bound by hand.
+    from scipy import stats
+    by_hand = 0.625 + stats.t.ppf(0.95, 3) * 0.25 / 2
+    assert bounds[5] == pytest.approx(by_hand, rel=1e-12) and by_hand < 1.0
+    assert nfe == 5 and bounds[3] > 15 and bounds[9] == 0.0
+    assert first_match({3: cands[3]}, ref, margin=1.0)[0] is None
+    with pytest.raises(ValueError, match="margin"):
+        first_match(cands, ref, margin=-1.0)
+
+
+def test_argmin_per_set_picks_each_sets_lowest_rho():
+    fd = {1.0: [5.0, 4.0, 3.0], 0.8: [4.0, 4.0, 6.0], 0.6: [6.0, 1.0, 6.0]}
+    assert argmin_per_set(fd) == [0.8, 0.6, 1.0]
+    assert argmin_per_set({1.0: [2.0], 0.8: [2.0]}) == [1.0]                      # a tie keeps the first listed
+    with pytest.raises(ValueError, match="same number"):
+        argmin_per_set({1.0: [1.0, 2.0], 0.8: [1.0]})
+
+
+def test_trend_rule_outcomes_against_scipy():
+    from scipy import stats
+    x = [3, 5, 7, 9, 13, 19, 35]
+    up = trend_rule(x, [0.5, 0.6, 0.6, 0.7, 0.8, 0.9, 1.0])
+    assert up.verdict == "supported"
+    assert up.p == pytest.approx(stats.kendalltau(x, [0.5, 0.6, 0.6, 0.7, 0.8, 0.9, 1.0],
+                                                  alternative="greater").pvalue)
+    falls = trend_rule(x, [1.0, 0.9, 0.9, 0.8, 0.7, 0.6, 0.5])
+    assert falls.verdict == "not supported" and "the other way" in falls.evidence                # falls instead
+    assert falls.p == pytest.approx(stats.kendalltau(x, [1.0, 0.9, 0.9, 0.8, 0.7, 0.6, 0.5], alternative="less").pvalue)
+    assert trend_rule(x, [1.0, 0.9, 0.9, 0.8, 0.7, 0.6, 0.5], increasing=False).verdict == "supported"
+    assert trend_rule(x, [0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]).verdict == "not supported"          # never changes
+    assert trend_rule(x, [0.7, 0.5, 0.9, 0.6, 0.8, 0.5, 0.7]).verdict == "inconclusive at this scale"
+    with pytest.raises(ValueError, match="at least 3"):
+        trend_rule([1, 2], [1, 2])
+
+
+def test_speedup_rule_outcomes():
+    from kexue.verdicts import Verdict
+    better, tie = Verdict("supported", "tuned lower", 0.01), Verdict("inconclusive at this scale", "no difference", 0.4)
+    assert speedup_rule(9, 19, 35, better).verdict == "supported"
+    assert speedup_rule(9, None, 35, better).verdict == "supported"             # untuned never matched below 35
+    assert speedup_rule(9, 19, 35, tie).verdict == "inconclusive at this scale"  # matched first, but not better
+    assert speedup_rule(19, 19, 35).verdict == "not supported"                  # tuning saves nothing
+    assert speedup_rule(None, 19, 35).verdict == "not supported"
+    assert speedup_rule(35, None, 35).verdict == "not supported"
+    with pytest.raises(ValueError, match="at_match"):
+        speedup_rule(9, 19, 35)
+
+
+def test_resblock_branches_add_up_to_forward_and_groupnorm_erases_a_scaled_group():
+    torch.manual_seed(0)
+    block = ResBlock(16, 8, emb_dim=4).double()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.3)
+    x, emb = torch.randn(3, 16, 5, 5, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64)
+    main, res = block.branches(x, emb)
+    assert torch.equal(block(x, emb), main + res)
+    # Scale the last 8 channels (one whole GroupNorm group, as a skip is): the main branch barely moves
+    # (only through GroupNorm's eps), the 1x1 residual branch moves linearly.
+    scaled = torch.cat([x[:, :8], 0.5 * x[:, 8:]], 1)
+    main2, res2 = block.branches(scaled, emb)
+    assert (main2 - main).norm() / main.norm() < 1e-4
+    assert (res2 - res).norm() / res.norm() > 0.1
+    w = block.shortcut.weight[:, 8:, 0, 0]
+    assert torch.allclose(res - res2, torch.einsum("oc,bchw->bohw", w, 0.5 * x[:, 8:]), atol=1e-12)
+
+
+def test_any_of_needs_one_supported_part():
+    from kexue.verdicts import Verdict
+    sup, nos, inc = (Verdict(w, w, p) for w, p in (("supported", 0.01), ("not supported", 0.02),
+                                                       ("inconclusive at this scale", 0.4)))
+    assert any_of({"a": inc, "b": sup, "c": nos}).verdict == "supported"
+    assert "holds at b" in any_of({"a": inc, "b": sup}).evidence
+    assert any_of({"a": inc, "c": nos}).verdict == "not supported"
+    assert any_of({"a": inc, "d": inc}).verdict == "inconclusive at this scale"
+    with pytest.raises(ValueError, match="at least one"):
+        any_of({})
+
+
+def test_interior_minimum_rule_outcomes():
+    fd = {1.0: [30.0, 31.0, 29.5, 30.5], 0.8: [20.0, 21.5, 19.0, 20.0], 0.5: [40.0, 42.0, 41.0, 39.0]}
+    assert interior_minimum_rule(fd, 0.8).verdict == "supported"
+    assert interior_minimum_rule(fd, 1.0).verdict == "not supported"                       # an end of the grid
+    flat = {1.0: [20.0, 21.0, 19.0, 20.5], 0.8: [20.5, 20.0, 19.5, 20.0], 0.5: [40.0, 42.0, 41.0, 39.0]}
+    assert interior_minimum_rule(flat, 0.8).verdict == "inconclusive at this scale"          # no better than rho 1
+    with pytest.raises(ValueError, match="best"):
+        interior_minimum_rule(fd, 0.7)
+
+
+def test_selected_gain_rule_picks_on_one_set_and_judges_on_the_others():
+    fd = {1.0: [30.0, 30.0, 31.0, 29.0, 30.5], 0.9: [25.0, 26.0, 25.5, 24.0, 25.0], 0.8: [26.0, 20.0, 20.0, 20.0, 20.0]}
+    best, v = selected_gain_rule(fd, 1.0, select=[0], judge=[1, 2, 3, 4])
+    assert best == 0.9 and v.verdict == "supported"           # set 0 picks 0.9, although 0.8 is better elsewhere
+    assert "0.9" in v.evidence
+    best, v = selected_gain_rule({1.0: [1.0, 2.0, 3.0], 0.9: [2.0, 1.0, 1.0]}, 1.0, select=[0], judge=[1, 2])
+    assert best == 1.0 and v.verdict == "not supported"
+    with pytest.raises(ValueError, match="disjoint"):
+        selected_gain_rule(fd, 1.0, select=[0], judge=[0, 1])
+
+
+def test_frechet_distance_ignores_dimensions_dead_in_both_sets_exactly():
+    from kexue.metrics import frechet_distance
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 6, generator=g), torch.randn(400, 6, generator=g) * 1.3 + 0.2
+    pad = lambda x: torch.cat([x[:, :3], torch.zeros(len(x), 4), x[:, 3:]], 1)        # 4 dead dimensions
+    assert frechet_distance_active(pad(a), pad(b)) == pytest.approx(frechet_distance(a, b), rel=1e-12)
+    # a dimension dead in one set only is kept (it is a real difference between the sets)
+    b1 = pad(b).clone()
+    b1[:, 3] = 1.0
+    assert frechet_distance_active(pad(a), b1) == pytest.approx(frechet_distance(a, b) + 1.0, rel=1e-9)

@@ -8,14 +8,13 @@ dataclass next to the chapter's implementation (fields made with
 CHAPTERS = {
     "01_single_loss_gan": ("gan", "kexue.gan:GanParams"),
     "02_energy_based_model": ("ebm", "kexue.ebm:EbmParams"),
+    "03_skip_tuning": ("skip_tuning", "kexue.diffusion:SkipTuningParams"),
     "04_adax": ("adax", "kexue.optim:AdaxParams"),
 }
 
-# Parameter sections of stages that run before their chapter's notebook exists
-# (chapter 03's U-Net training): section -> schema.
-STAGE_SECTIONS = {
-    "skip_tuning": "kexue.diffusion:SkipTuningParams",
-}
+# Parameter sections of stages that have no chapter notebook of their own: section -> schema.
+# (Chapter 03's U-Net training stage shares the chapter's `skip_tuning` section.)
+STAGE_SECTIONS: dict[str, str] = {}
 
 # Every chapter of the book, planned ones included: stage -> (short name, title, seed article on kexue.fm).
 BOOK = {

@@ -68,8 +68,9 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # D(x [B, ...]
 __all__ = [
     "CountingDenoiser", "EDMPrecond", "ResBlock", "SkipConnection", "SkipTuningParams", "SkipUNet",
     "classifier_fd", "edm_loss", "edm_loss_weight", "edm_precondition", "edm_sigmas", "ema_beta", "euler_sample",
-    "fourier_filter", "freeu_scales", "gaussian_denoiser", "generate", "heun_sample", "load_unet", "save_unet",
-    "skip_scales", "stochastic_sample", "train_unet",
+    "any_of", "argmin_per_set", "denoising_errors", "first_match", "fourier_filter", "freeu_scales", "gaussian_denoiser",
+    "generate", "heun_sample", "interior_minimum_rule", "selected_gain_rule", "load_unet", "map_nonlinearity", "save_unet", "skip_scales", "stochastic_sample",
+    "speedup_rule", "train_unet", "trend_rule",
 ]
 
 
@@ -317,14 +318,20 @@ class ResBlock(nn.Module):
         nn.init.zeros_(self.conv2.weight)          # each block starts as its residual branch (EDM's init_zero)
         nn.init.zeros_(self.conv2.bias)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def branches(self, x: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(main branch, residual branch or None): the two terms `forward` adds. The main branch starts
+        with a GroupNorm; only the residual branch sees the input's scale (notebook section 3)."""
         h = self.conv1(F.silu(self.norm1(x)))                   # [B, out, H, W]
         h = h + self.emb(emb)[:, :, None, None]                 # noise level as a per-channel bias
         h = self.conv2(F.silu(self.norm2(h)))                   # [B, out, H, W]
         if self.shortcut is None:
-            return h
+            return h, None
         r = self.shortcut(x)
-        return h + (r if self.identity_scale is None else r * self.identity_scale)
+        return h, (r if self.identity_scale is None else r * self.identity_scale)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h, r = self.branches(x, emb)
+        return h if r is None else h + r
 
 
 class SkipConnection(nn.Module):
@@ -471,6 +478,174 @@ class SkipUNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))              # [B, in_ch, H, W]
 
 
+# --- measurements of the chapter (notebook sections 3-8) ---
+
+@torch.no_grad()
+def map_nonlinearity(fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, eps: float,
+                     generator: torch.Generator) -> float:
+    r"""How far a map bends along random chords, relative to how far it moves:
+
+    $$\mathrm{NL}(f) = \frac{\mathbb E\,\lVert f(z+\epsilon v) - 2f(z) + f(z-\epsilon v)\rVert}
+                            {\mathbb E\,\lVert f(z+\epsilon v) - f(z-\epsilon v)\rVert},$$
+
+    $v\sim\mathcal N(0, I)$ rescaled per sample to $\lVert z\rVert$, so $\epsilon$ is a relative step.
+    Zero for an affine map; for small $\epsilon$ it is about $\tfrac{\epsilon}{2}\,
+    \lVert v^\top\nabla^2 f\,v\rVert / \lVert J_f v\rVert$. The three points go through `fn` as one
+    batch [3B, ...] (a sampler treats samples independently). z: [B, ...]."""
+    _check("eps", eps, 0 < eps < math.inf, "must be positive and finite")
+    v = _randn(z.shape, generator, z)
+    ratio = z.flatten(1).norm(dim=1) / v.flatten(1).norm(dim=1)                       # [B]
+    v = v * _per_sample(ratio, z)                                                     # |v| = |z| per sample
+    out = fn(torch.cat([z + eps * v, z, z - eps * v]))                               # [3B, ...]
+    plus, mid, minus = out.chunk(3)
+    bend = (plus - 2 * mid + minus).flatten(1).norm(dim=1).mean()
+    move = (plus - minus).flatten(1).norm(dim=1).mean()
+    return float(bend / move)
+
+
+@torch.no_grad()
+def denoising_errors(denoiser: Denoiser, images: torch.Tensor, sigmas, features: Callable[[torch.Tensor], torch.Tensor],
+                     generator: torch.Generator) -> list[dict]:
+    r"""Per noise level: the denoiser's pixel error $(D(y+\sigma n;\sigma)-y)^2$ (mean over pixels) and its
+    error in a feature space, $\lVert \phi(D) - \phi(y)\rVert^2/d$, per clean image y of `images`
+    (tensors [B], so two networks can be compared image by image). One noise draw $n$ per image, reused at
+    every level (draw it again with the same `generator` seed to compare two networks on the same noise)."""
+    noise = _randn(images.shape, generator, images)                                  # [B, C, H, W]
+    target = features(images)                                                        # [B, d]
+    out = []
+    for sigma in [float(v) for v in torch.as_tensor(sigmas).reshape(-1)]:
+        _check("sigma", sigma, 0 < sigma < math.inf, "must be positive and finite")
+        d = denoiser(images + sigma * noise, sigma)
+        out.append({"sigma": sigma, "pixel_mse": ((d - images) ** 2).flatten(1).mean(1),
+                    "feature_mse": ((features(d) - target) ** 2).flatten(1).mean(1)})
+    return out
+
+
+def first_match(candidates: dict[int, Sequence[float]], reference: Sequence[float], margin: float,
+                alpha: float = 0.05) -> tuple[int | None, dict[int, float]]:
+    r"""The fewest NFE whose FD matches a reference: `candidates[nfe]` and `reference` are FDs on the same
+    sample sets (set i shares its initial noise across them), and a candidate matches when the one-sided
+    $(1-\alpha)$ upper bound of the paired mean difference, candidate − reference, is at most `margin`
+    (non-inferiority). Returns (that NFE or None, each NFE's upper bound)."""
+    from .verdicts import difference
+    _check("margin", margin, margin >= 0 and math.isfinite(margin), "must be >= 0 and finite")
+    bounds = {}
+    for nfe in sorted(candidates):
+        d = difference(candidates[nfe], reference, paired=True, level=1 - 2 * alpha)
+        bounds[nfe] = d.high
+    match = next((nfe for nfe in sorted(bounds) if bounds[nfe] <= margin), None)
+    return match, bounds
+
+
+def argmin_per_set(fd: dict[float, Sequence[float]]) -> list[float]:
+    """For FDs `fd[rho][set]` on shared sample sets: the rho with the lowest FD in each set (ties: the first listed)."""
+    rhos = list(fd)
+    n = {len(v) for v in fd.values()}
+    _check("fd", sorted(n), len(n) == 1, "every rho needs the same number of sample sets")
+    return [rhos[min(range(len(rhos)), key=lambda j: (fd[rhos[j]][i], j))] for i in range(n.pop())]
+
+
+def trend_rule(x: Sequence[float], y: Sequence[float], increasing: bool = True, alpha: float = 0.05,
+               names: tuple[str, str] = ("x", "y")):
+    """Claim: y rises (or falls) with x. Kendall's tau, one-sided at `alpha` in the claimed direction:
+    supported when significant that way; not supported when significant the other way or when y never
+    changes; inconclusive otherwise."""
+    import numpy as np
+    from scipy import stats
+    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    _check("len(x), len(y)", (len(x), len(y)), len(x) == len(y) >= 3, "need equal lengths of at least 3")
+    word = "rises" if increasing else "falls"
+    if np.all(y == y[0]):
+        return Verdict(NOT_SUPPORTED, f"{names[1]} is {_fmt(float(y[0]))} at every {names[0]}", float("nan"))
+    claimed, other = ("greater", "less") if increasing else ("less", "greater")
+    tau = float(stats.kendalltau(x, y).statistic)
+    p = float(stats.kendalltau(x, y, alternative=claimed).pvalue)
+    p_other = float(stats.kendalltau(x, y, alternative=other).pvalue)
+    ev = f"{names[1]} against {names[0]}: Kendall τ = {_fmt(tau, 2)} (n = {len(x)}, one-sided p = {_fmt(p, 2)})"
+    if p < alpha:
+        return Verdict(SUPPORTED, ev + f": {names[1]} {word}", p)
+    if p_other < alpha:
+        return Verdict(NOT_SUPPORTED, ev.replace(f"one-sided p = {_fmt(p, 2)}", f"one-sided p the other way = "
+                                                 f"{_fmt(p_other, 2)}") + f": {names[1]} {'falls' if increasing else 'rises'}",
+                       p_other)
+    return Verdict(INCONCLUSIVE, ev, p)
+
+
+def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: int, at_match=None):
+    """Claim: with Skip-Tuning, fewer NFE match the untuned sampler at `baseline_nfe` than without it.
+
+    `tuned_nfe`, `untuned_nfe`: `first_match` results (None: no NFE below the baseline matched; an untuned
+    None counts as `baseline_nfe`). `at_match`: the Verdict of "tuned beats untuned at `tuned_nfe`"
+    (`verdicts.superiority` on the judging sets). Not supported when tuned sampling matches at no NFE
+    below the baseline or at no fewer NFE than untuned sampling. When it matches earlier, that must not
+    be a coin flip at the margin: supported only if tuned sampling is also significantly better than
+    untuned at that NFE (`at_match` supported), inconclusive otherwise."""
+    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
+    untuned = baseline_nfe if untuned_nfe is None else untuned_nfe
+    if tuned_nfe is None or tuned_nfe >= baseline_nfe:
+        return Verdict(NOT_SUPPORTED, f"tuned sampling matches {baseline_nfe} NFE at no NFE below it")
+    ev = f"tuned sampling matches at {tuned_nfe} NFE, untuned at {untuned} NFE"
+    if tuned_nfe >= untuned:
+        return Verdict(NOT_SUPPORTED, ev + ": tuning saves no steps")
+    ev += f" (NFE ratio {baseline_nfe / tuned_nfe:.2g}× against {baseline_nfe / untuned:.2g}×)"
+    if at_match is None:
+        raise ValueError("at_match: the tuned-vs-untuned verdict at the tuned match is needed when tuning matches earlier")
+    ev += f"; at {tuned_nfe} NFE, tuned vs untuned: {at_match.evidence}"
+    return Verdict(SUPPORTED if at_match.verdict == SUPPORTED else INCONCLUSIVE, ev, at_match.p)
+
+
+def any_of(parts: dict[str, "Verdict"], label: str = ""):
+    """A claim that needs one part ("somewhere in this range"), each part already decided with the
+    family's correction (`verdicts.superiority_family`): supported when a part is, not supported when
+    none is and some part is significant the other way, inconclusive otherwise."""
+    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
+    _check("parts", len(parts), len(parts) >= 1, "need at least one part")
+    words = [v.verdict for v in parts.values()]
+    held = [k for k, v in parts.items() if v.verdict == SUPPORTED]
+    verdict = SUPPORTED if held else NOT_SUPPORTED if NOT_SUPPORTED in words else INCONCLUSIVE
+    head = f"holds at {', '.join(held)}" if held else "holds nowhere"
+    ev = (label + ": " if label else "") + f"{head} ({len(held)} of {len(parts)}); " + "; ".join(
+        v.evidence for v in parts.values())
+    return Verdict(verdict, ev, min((v.p for v in parts.values()), default=float("nan")), list(parts.values()))
+
+
+def interior_minimum_rule(fd: dict[float, Sequence[float]], best: float, alpha: float = 0.05):
+    """Claim: FD is U-shaped in rho, with its minimum inside the grid. `fd[rho]`: FDs on the judging sets
+    (paired by set); `best`: the rho picked on a separate selection set. Not supported when `best` is an end
+    of the grid; otherwise supported when FD at `best` is significantly lower than at both ends (paired
+    t-tests, Bonferroni over the two), not supported when either end is significantly lower."""
+    from .verdicts import NOT_SUPPORTED, Verdict, all_of, superiority
+    rhos = sorted(fd)
+    _check("best", best, best in fd, f"must be one of the grid's rho values {rhos}")
+    if best in (rhos[0], rhos[-1]):
+        return Verdict(NOT_SUPPORTED, f"best rho {best:g} is an end of the grid {rhos}: no interior minimum")
+    parts = [superiority(fd[best], fd[end], paired=True, alpha=alpha, higher_is_better=False, n_tests=2,
+                         names=(f"FD at rho {best:g}", f"at rho {end:g}")) for end in (rhos[-1], rhos[0])]
+    return all_of(parts)
+
+
+def selected_gain_rule(fd: dict, reference, select: Sequence[int], judge: Sequence[int], alpha: float = 0.05,
+                       name: str = "setting"):
+    """Claim: some setting of a knob beats the `reference` setting. `fd[key]`: FDs per sample set (paired).
+    The setting with the lowest mean FD on the `select` sets is judged on the `judge` sets (disjoint), by a
+    paired t-test (lower is better). Returns (selected key, Verdict); picking the reference itself is
+    not supported."""
+    from .verdicts import NOT_SUPPORTED, Verdict, superiority
+    select, judge = list(select), list(judge)
+    _check("select, judge", (select, judge), bool(select) and bool(judge) and not set(select) & set(judge),
+           "need non-empty, disjoint lists of sample sets")
+    _check("reference", reference, reference in fd, "must be one of the settings")
+    keys = list(fd)
+    best = min(keys, key=lambda k: (float(sum(fd[k][i] for i in select)), keys.index(k)))
+    if best == reference:
+        return best, Verdict(NOT_SUPPORTED, f"the selection set picks the reference {name} {reference} itself")
+    a = [fd[best][i] for i in judge]
+    b = [fd[reference][i] for i in judge]
+    return best, superiority(a, b, paired=True, alpha=alpha, higher_is_better=False,
+                             names=(f"FD at {name} {best}", f"at {reference}"))
+
+
 # --- chapter 03 parameters (params.yaml `skip_tuning`) ---
 
 @dataclass
@@ -490,7 +665,17 @@ class SkipTuningParams:
     sigma_max: float = param(80.0, lo=1e-3, hi=1e4)
     sigma_rho: float = param(7.0, lo=0.1, hi=100.0, doc="EDM eq. 5 schedule exponent (not a Skip-Tuning rho)")
     baseline_steps: int = param(18, lo=1, hi=1000, doc="Heun steps of the baseline (2N-1 = 35 NFE)")
-    eval_samples: int = param(1000, lo=10, hi=50000, doc="samples per classifier-FD evaluation")
+    eval_samples: int = param(1000, lo=10, hi=50000, doc="samples of the training stage's baseline FD")
+    # The sampling study (notebook 03); the training stage does not read these.
+    fd_sets: int = param(5, lo=3, hi=100, doc="independent sample sets per cell: set 0 picks rho, the others judge")
+    fd_samples: int = param(160, lo=10, hi=50000, doc="samples per set (classifier FD against the test split)")
+    compare_nfe: int = param(9, lo=3, hi=1000, doc="NFE of the side-by-side comparisons (residual, FreeU, per-sigma errors)")
+    sde_nfe: int = param(13, lo=3, hi=1000, doc="NFE of the stochastic-sampler study (odd: 2N-1 Heun evaluations)")
+    sde_churn: float = param(2.0, lo=0.0, hi=1000.0, doc="EDM S_churn of the stochastic sampler (gamma = S_churn / N)")
+    nonlin_batch: int = param(16, lo=2, hi=10000, doc="noise draws per set for the nonlinearity of the sampling map")
+    nonlin_eps: float = param(0.1, lo=1e-4, hi=1.0, doc="relative chord length of the nonlinearity measure")
+    sigma_points: int = param(10, lo=3, hi=100, doc="noise levels of the per-sigma denoising errors")
+    sigma_images: int = param(500, lo=10, hi=10000, doc="test images of the per-sigma denoising errors")
 
 
 # --- training (the `03_skip_tuning_train` stage) ---
@@ -528,11 +713,24 @@ def generate(denoiser: Denoiser, n: int, sigmas, generator: torch.Generator, bat
     return torch.cat(out)
 
 
+def frechet_distance_active(feats: torch.Tensor, real_feats: torch.Tensor) -> float:
+    """`kexue.metrics.frechet_distance` over the feature dimensions that are non-zero somewhere in either set.
+    A dimension that is zero in both (a dead ReLU: 52 of the classifier's 128) adds exactly 0 to every term,
+    so the distance is unchanged; leaving it out only spares the matrix square root a singular matrix."""
+    import warnings
+    from scipy.linalg import LinAlgWarning
+    from .metrics import frechet_distance
+    active = (feats != 0).any(0) | (real_feats != 0).any(0)                          # [d]
+    with warnings.catch_warnings():      # a small set's covariance is singular anyway; frechet_distance regularises
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return frechet_distance(feats[:, active], real_feats[:, active])
+
+
 def classifier_fd(images: torch.Tensor, real_feats: torch.Tensor, classifier) -> float:
     """Classifier-feature Fréchet distance (kexue.metrics) of images clamped to [-1, 1]."""
-    from .metrics import extract, frechet_distance
+    from .metrics import extract
     feats, _ = extract(classifier, images.clamp(-1, 1))
-    return frechet_distance(feats, real_feats)
+    return frechet_distance_active(feats, real_feats)
 
 
 def train_unet(p: dict, device: torch.device | str = "cpu", log=None, callback=None) -> tuple[EDMPrecond, dict]:
