@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from kexue.config import PARAMS_FILE, SCALES_FILE, _check_value, load_yaml
 from kexue.data import DataError
 from kexue.data import DATA_DIR
-from kexue.diffusion import (any_of, argmin_per_set, frechet_distance_active, interior_minimum_rule, selected_gain_rule, denoising_errors, first_match, map_nonlinearity, speedup_rule, trend_rule,
+from kexue.diffusion import (any_of, argmin_per_set, frechet_distance_active, rise_rule, interior_minimum_rule, selected_gain_rule, denoising_errors, first_match, map_nonlinearity, speedup_rule, trend_rule,
                              CountingDenoiser, EDMPrecond, ResBlock, SkipTuningParams, SkipUNet, edm_loss,
                              edm_loss_weight, edm_precondition, edm_sigmas, ema_beta, euler_sample, fourier_filter,
                              freeu_scales, gaussian_denoiser, generate, heun_sample, load_unet, save_unet,
@@ -551,9 +551,11 @@ def test_trend_rule_outcomes_against_scipy():
 def test_speedup_rule_outcomes():
     from kexue.verdicts import Verdict
     better, tie = Verdict("supported", "tuned lower", 0.01), Verdict("inconclusive at this scale", "no difference", 0.4)
+    small = Verdict("not supported", "inside the margin", 0.3)
     assert speedup_rule(9, 19, 35, better).verdict == "supported"
     assert speedup_rule(9, None, 35, better).verdict == "supported"             # untuned never matched below 35
     assert speedup_rule(9, 19, 35, tie).verdict == "inconclusive at this scale"  # matched first, but not better
+    assert speedup_rule(9, 19, 35, small).verdict == "not supported"            # better by less than the margin
     assert speedup_rule(19, 19, 35).verdict == "not supported"                  # tuning saves nothing
     assert speedup_rule(None, 19, 35).verdict == "not supported"
     assert speedup_rule(35, None, 35).verdict == "not supported"
@@ -609,6 +611,9 @@ def test_selected_gain_rule_picks_on_one_set_and_judges_on_the_others():
     assert "0.9" in v.evidence
     best, v = selected_gain_rule({1.0: [1.0, 2.0, 3.0], 0.9: [2.0, 1.0, 1.0]}, 1.0, select=[0], judge=[1, 2])
     assert best == 1.0 and v.verdict == "not supported"
+    # with a margin, a gain shown to be smaller than it does not count
+    close = {1.0: [30.0, 30.0, 31.0, 29.0, 30.5], 0.9: [29.0, 29.6, 31.3, 28.8, 30.6]}
+    assert selected_gain_rule(close, 1.0, [0], [1, 2, 3, 4], margin=2.0)[1].verdict == "not supported"
     with pytest.raises(ValueError, match="disjoint"):
         selected_gain_rule(fd, 1.0, select=[0], judge=[0, 1])
 
@@ -623,3 +628,20 @@ def test_frechet_distance_ignores_dimensions_dead_in_both_sets_exactly():
     b1 = pad(b).clone()
     b1[:, 3] = 1.0
     assert frechet_distance_active(pad(a), b1) == pytest.approx(frechet_distance(a, b) + 1.0, rel=1e-9)
+
+
+def test_rise_rule_one_sided_outcomes_by_hand():
+    from scipy import stats
+    low = [1.0, 1.0, 1.0, 1.0]
+    up = rise_rule([1.1, 1.2, 1.1, 1.2], [0.8, 0.9, 0.8, 0.9], min_rise=0.1)
+    assert up.verdict == "supported"
+    # a fall in 3 of 4 sets: mean -0.125, sd 0.096; its one-sided 95% upper bound by hand is below 0.1
+    fall = rise_rule([0.9, 1.0, 0.8, 0.8], low, min_rise=0.1)
+    diffs = np.array([-0.1, 0.0, -0.2, -0.2])
+    upper = diffs.mean() + stats.t.ppf(0.95, 3) * diffs.std(ddof=1) / 2
+    assert upper < 0.1 and fall.verdict == "not supported" and "ruled out" in fall.evidence
+    assert fall.p == pytest.approx(1 - stats.ttest_1samp(diffs, 0).pvalue / 2)
+    noisy = rise_rule([1.3, 0.8, 1.2, 0.7], low, min_rise=0.1)                  # could be either way
+    assert noisy.verdict == "inconclusive at this scale"
+    with pytest.raises(ValueError, match="min_rise"):
+        rise_rule(low, low, min_rise=0)

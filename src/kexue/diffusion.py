@@ -69,7 +69,7 @@ __all__ = [
     "CountingDenoiser", "EDMPrecond", "ResBlock", "SkipConnection", "SkipTuningParams", "SkipUNet",
     "classifier_fd", "edm_loss", "edm_loss_weight", "edm_precondition", "edm_sigmas", "ema_beta", "euler_sample",
     "any_of", "argmin_per_set", "denoising_errors", "first_match", "fourier_filter", "freeu_scales", "gaussian_denoiser",
-    "generate", "heun_sample", "interior_minimum_rule", "selected_gain_rule", "load_unet", "map_nonlinearity", "save_unet", "skip_scales", "stochastic_sample",
+    "generate", "heun_sample", "interior_minimum_rule", "rise_rule", "selected_gain_rule", "load_unet", "map_nonlinearity", "save_unet", "skip_scales", "stochastic_sample",
     "speedup_rule", "train_unet", "trend_rule",
 ]
 
@@ -577,11 +577,12 @@ def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: i
 
     `tuned_nfe`, `untuned_nfe`: `first_match` results (None: no NFE below the baseline matched; an untuned
     None counts as `baseline_nfe`). `at_match`: the Verdict of "tuned beats untuned at `tuned_nfe`"
-    (`verdicts.superiority` on the judging sets). Not supported when tuned sampling matches at no NFE
-    below the baseline or at no fewer NFE than untuned sampling. When it matches earlier, that must not
-    be a coin flip at the margin: supported only if tuned sampling is also significantly better than
-    untuned at that NFE (`at_match` supported), inconclusive otherwise."""
-    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
+    (`verdicts.superiority` on the judging sets, with the match margin as its margin). Not supported when
+    tuned sampling matches at no NFE below the baseline or at no fewer NFE than untuned sampling. When it
+    matches earlier, that must not be a coin flip at the margin, so `at_match` decides: supported when
+    tuned sampling is significantly better than untuned there, not supported when the difference is
+    shown to be smaller than the margin (or goes the other way), inconclusive otherwise."""
+    from .verdicts import NOT_SUPPORTED, Verdict
     untuned = baseline_nfe if untuned_nfe is None else untuned_nfe
     if tuned_nfe is None or tuned_nfe >= baseline_nfe:
         return Verdict(NOT_SUPPORTED, f"tuned sampling matches {baseline_nfe} NFE at no NFE below it")
@@ -592,7 +593,7 @@ def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: i
     if at_match is None:
         raise ValueError("at_match: the tuned-vs-untuned verdict at the tuned match is needed when tuning matches earlier")
     ev += f"; at {tuned_nfe} NFE, tuned vs untuned: {at_match.evidence}"
-    return Verdict(SUPPORTED if at_match.verdict == SUPPORTED else INCONCLUSIVE, ev, at_match.p)
+    return Verdict(at_match.verdict, ev, at_match.p)
 
 
 def any_of(parts: dict[str, "Verdict"], label: str = ""):
@@ -626,11 +627,11 @@ def interior_minimum_rule(fd: dict[float, Sequence[float]], best: float, alpha: 
 
 
 def selected_gain_rule(fd: dict, reference, select: Sequence[int], judge: Sequence[int], alpha: float = 0.05,
-                       name: str = "setting"):
+                       name: str = "setting", margin: float | None = None):
     """Claim: some setting of a knob beats the `reference` setting. `fd[key]`: FDs per sample set (paired).
     The setting with the lowest mean FD on the `select` sets is judged on the `judge` sets (disjoint), by a
-    paired t-test (lower is better). Returns (selected key, Verdict); picking the reference itself is
-    not supported."""
+    paired t-test (lower is better; with `margin`, a difference shown to lie within it is "no gain that
+    matters": not supported). Returns (selected key, Verdict); picking the reference itself is not supported."""
     from .verdicts import NOT_SUPPORTED, Verdict, superiority
     select, judge = list(select), list(judge)
     _check("select, judge", (select, judge), bool(select) and bool(judge) and not set(select) & set(judge),
@@ -642,8 +643,27 @@ def selected_gain_rule(fd: dict, reference, select: Sequence[int], judge: Sequen
         return best, Verdict(NOT_SUPPORTED, f"the selection set picks the reference {name} {reference} itself")
     a = [fd[best][i] for i in judge]
     b = [fd[reference][i] for i in judge]
-    return best, superiority(a, b, paired=True, alpha=alpha, higher_is_better=False,
+    return best, superiority(a, b, paired=True, alpha=alpha, higher_is_better=False, margin=margin,
                              names=(f"FD at {name} {best}", f"at {reference}"))
+
+
+def rise_rule(high: Sequence[float], low: Sequence[float], min_rise: float, alpha: float = 0.05,
+              names: tuple[str, str] = ("a", "b")):
+    """Claim: `high` exceeds `low` (paired, e.g. the best rho at many steps against at few steps), by a
+    rise worth the name. One-sided, at `alpha`, on the paired mean rise d: supported when d > 0 is
+    significant; not supported when the one-sided (1 - alpha) upper bound of d is below `min_rise` (a rise
+    of that size, e.g. one grid step, is ruled out); inconclusive otherwise. Unlike a two-sided test with a
+    symmetric margin, a clear fall and "no rise" both count against the claim."""
+    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt, difference
+    _check("min_rise", min_rise, min_rise > 0, "must be > 0")
+    d = difference(high, low, paired=True, level=1 - 2 * alpha)          # its upper end: one-sided (1 - alpha)
+    p_rise = d.p / 2 if d.estimate > 0 else 1 - d.p / 2                   # one-sided p of d > 0
+    ev = f"{names[0]} − {names[1]}: {d.text()}; one-sided p of a rise = {_fmt(p_rise, 2)}"
+    if p_rise < alpha:
+        return Verdict(SUPPORTED, ev, p_rise)
+    if d.high < min_rise:
+        return Verdict(NOT_SUPPORTED, ev + f"; a rise of {_fmt(min_rise)} or more is ruled out", p_rise)
+    return Verdict(INCONCLUSIVE, ev, p_rise)
 
 
 # --- chapter 03 parameters (params.yaml `skip_tuning`) ---
