@@ -79,9 +79,9 @@ from kexue import verdicts
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_fashion_mnist
 from kexue.diffusion import (any_of, argmin_per_set, denoising_errors, edm_loss_weight, edm_sigmas,
-                             euler_sample, first_match, frechet_distance_active, interior_minimum_rule, selected_gain_rule, freeu_scales, gaussian_denoiser, heun_sample, load_unet,
+                             euler_sample, first_match, interior_minimum_rule, selected_gain_rule, freeu_scales, gaussian_denoiser, heun_sample, load_unet,
                              map_nonlinearity, skip_scales, speedup_rule, stochastic_sample, trend_rule)
-from kexue.metrics import class_coverage, extract, load_classifier
+from kexue.metrics import class_coverage, extract, frechet_distance_active, load_classifier
 from kexue.report import Report, fmt, progress
 
 seed_everything(seed, threads)

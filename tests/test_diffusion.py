@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from kexue.config import PARAMS_FILE, SCALES_FILE, _check_value, load_yaml
 from kexue.data import DataError
 from kexue.data import DATA_DIR
-from kexue.diffusion import (any_of, argmin_per_set, frechet_distance_active, rise_rule, interior_minimum_rule, selected_gain_rule, denoising_errors, first_match, map_nonlinearity, speedup_rule, trend_rule,
+from kexue.diffusion import (any_of, argmin_per_set, rise_rule, interior_minimum_rule, selected_gain_rule, denoising_errors, first_match, map_nonlinearity, speedup_rule, trend_rule,
                              CountingDenoiser, EDMPrecond, ResBlock, SkipTuningParams, SkipUNet, edm_loss,
                              edm_loss_weight, edm_precondition, edm_sigmas, ema_beta, euler_sample, fourier_filter,
                              freeu_scales, gaussian_denoiser, generate, heun_sample, load_unet, save_unet,
@@ -619,7 +619,7 @@ def test_selected_gain_rule_picks_on_one_set_and_judges_on_the_others():
 
 
 def test_frechet_distance_ignores_dimensions_dead_in_both_sets_exactly():
-    from kexue.metrics import frechet_distance
+    from kexue.metrics import frechet_distance, frechet_distance_active
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(300, 6, generator=g), torch.randn(400, 6, generator=g) * 1.3 + 0.2
     pad = lambda x: torch.cat([x[:, :3], torch.zeros(len(x), 4), x[:, 3:]], 1)        # 4 dead dimensions

@@ -733,22 +733,9 @@ def generate(denoiser: Denoiser, n: int, sigmas, generator: torch.Generator, bat
     return torch.cat(out)
 
 
-def frechet_distance_active(feats: torch.Tensor, real_feats: torch.Tensor) -> float:
-    """`kexue.metrics.frechet_distance` over the feature dimensions that are non-zero somewhere in either set.
-    A dimension that is zero in both (a dead ReLU: 52 of the classifier's 128) adds exactly 0 to every term,
-    so the distance is unchanged; leaving it out only spares the matrix square root a singular matrix."""
-    import warnings
-    from scipy.linalg import LinAlgWarning
-    from .metrics import frechet_distance
-    active = (feats != 0).any(0) | (real_feats != 0).any(0)                          # [d]
-    with warnings.catch_warnings():      # a small set's covariance is singular anyway; frechet_distance regularises
-        warnings.simplefilter("ignore", LinAlgWarning)
-        return frechet_distance(feats[:, active], real_feats[:, active])
-
-
 def classifier_fd(images: torch.Tensor, real_feats: torch.Tensor, classifier) -> float:
     """Classifier-feature Fréchet distance (kexue.metrics) of images clamped to [-1, 1]."""
-    from .metrics import extract
+    from .metrics import extract, frechet_distance_active
     feats, _ = extract(classifier, images.clamp(-1, 1))
     return frechet_distance_active(feats, real_feats)
 

@@ -72,6 +72,18 @@ def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean))
 
 
+def frechet_distance_active(feats: torch.Tensor, real_feats: torch.Tensor) -> float:
+    """`frechet_distance` over the feature dimensions that are non-zero somewhere in either set.
+    A dimension that is zero in both (a dead ReLU: 52 of the classifier's 128) adds exactly 0 to every term,
+    so the distance is unchanged; leaving it out only spares the matrix square root a singular matrix."""
+    import warnings
+    from scipy.linalg import LinAlgWarning
+    active = (feats != 0).any(0) | (real_feats != 0).any(0)                          # [d]
+    with warnings.catch_warnings():      # a small set's covariance is singular anyway; frechet_distance regularises
+        warnings.simplefilter("ignore", LinAlgWarning)
+        return frechet_distance(feats[:, active], real_feats[:, active])
+
+
 @torch.no_grad()
 def extract(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """(features [N, d], predicted class [N]) of images in [-1, 1]."""
