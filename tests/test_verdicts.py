@@ -100,6 +100,23 @@ def test_superiority_family_applies_the_correction():
     assert "Holm-adjusted" in corrected["c0"].evidence
 
 
+def test_superiority_family_margin_rules_out_a_gain_too_small_to_matter():
+    base = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    tiny = base + np.array([0.01, -0.012, 0.008, -0.006, 0.011, -0.009])       # mean 0.0003, sd about 0.01
+    big = base + np.array([0.5, -0.6, 0.4, -0.3, 0.55, -0.45])                  # mean 0.0167, sd about 0.5
+    fam = superiority_family({"tiny": (tiny, base), "big": (big, base)}, paired=True,
+                             margins={"tiny": 0.1, "big": 0.1})
+    # the tiny difference's 90% interval by hand lies inside +-0.1: no gain that matters
+    d = tiny - base
+    half = stats.t.ppf(0.95, 5) * d.std(ddof=1) / np.sqrt(6)
+    assert -0.1 < d.mean() - half and d.mean() + half < 0.1
+    assert fam["tiny"].verdict == NOT_SUPPORTED and "no gain that matters" in fam["tiny"].evidence
+    assert fam["big"].verdict == INCONCLUSIVE                    # its interval reaches past the margin
+    assert superiority_family({"tiny": (tiny, base)}, paired=True)["tiny"].verdict == INCONCLUSIVE
+    with pytest.raises(ValueError, match="margins"):
+        superiority_family({"tiny": (tiny, base)}, paired=True, margins={"other": 0.1})
+
+
 def test_all_of_combines_parts():
     s, n, i = Verdict(SUPPORTED, "s", 0.01), Verdict(NOT_SUPPORTED, "n", 0.01), Verdict(INCONCLUSIVE, "i", 0.3)
     assert all_of([s, s]).verdict == SUPPORTED

@@ -194,11 +194,17 @@ def all_of(parts: list[Verdict], label: str = "") -> Verdict:
 
 
 def superiority_family(comparisons: dict[str, tuple], paired: bool, alpha: float = 0.05,
-                       higher_is_better: bool = True, unit: str = "") -> dict[str, Verdict]:
+                       higher_is_better: bool = True, unit: str = "",
+                       margins: dict[str, float] | None = None) -> dict[str, Verdict]:
     """Several superiority claims decided together with Holm's correction.
 
-    `comparisons`: name -> (a, b). Each verdict uses its Holm-adjusted p at level alpha.
+    `comparisons`: name -> (a, b). Each verdict uses its Holm-adjusted p at level alpha. `margins`
+    (name -> smallest difference that matters, stated in advance) works as in `superiority`: a
+    non-significant difference whose (1 - 2 alpha) interval lies within ±margin is not supported.
     """
+    margins = dict(margins or {})
+    if set(margins) - set(comparisons) or any(not (np.isfinite(m) and m > 0) for m in margins.values()):
+        raise ValueError(f"margins={margins!r}: need a finite margin > 0 for names among {list(comparisons)}")
     raw = {k: difference(a, b, paired, level=1 - 2 * alpha) for k, (a, b) in comparisons.items()}
     names = list(raw)
     adj = holm([raw[k].p if np.isfinite(raw[k].p) else 1.0 for k in names])
@@ -209,6 +215,9 @@ def superiority_family(comparisons: dict[str, tuple], paired: bool, alpha: float
         ev = f"{k}: {d.text(unit)}, Holm-adjusted p = {_fmt(p_adj, 2)} over {len(names)} tests"
         if p_adj < alpha:
             out[k] = Verdict(SUPPORTED if sign * d.estimate > 0 else NOT_SUPPORTED, ev, float(p_adj))
+        elif k in margins and -margins[k] < d.low and d.high < margins[k]:
+            out[k] = Verdict(NOT_SUPPORTED, ev + f"; inside ±{_fmt(margins[k])}{unit}: no gain that matters",
+                             float(p_adj))
         else:
             out[k] = Verdict(INCONCLUSIVE, ev, float(p_adj))
     return out
