@@ -329,6 +329,27 @@ def test_conv_ensemble_member_is_the_stand_alone_model_and_spectrally_normalised
         ConvEnergy(3, members=2, seeds=[1])
 
 
+def test_conv_energy_with_a_free_output_layer_normalises_only_the_hidden_layers():
+    free = ConvEnergy(3, members=2, seeds=[0, 1], normalise_output=False).double()
+    for i in range(4):
+        free._power_iteration(i, 300)
+    ws = free.normalised_weights()
+    for w in ws[:-1]:                                                   # hidden layers: spectral norm 1
+        torch.testing.assert_close(torch.linalg.matrix_norm(w.flatten(2), ord=2),
+                                   torch.ones(2, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    assert ws[-1] is free.weights[-1]                                   # the output layer as learned
+    # doubling the output weights and bias doubles the energy (SN would undo a rescaled weight)
+    x = torch.rand(2, 4, 1, 28, 28, dtype=torch.float64)
+    free.eval()
+    e = free(x)
+    with torch.no_grad():
+        free.weights[-1].mul_(2), free.biases[-1].mul_(2)
+    torch.testing.assert_close(free(x), 2 * e)
+    sub = free.subset([1])
+    assert not sub.normalise_output
+    torch.testing.assert_close(sub(x[[1]]), free(x)[[1]])
+
+
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
 def test_ensemble_member_trains_exactly_as_the_model_alone(kind):
     """Member 1 of a paired ensemble (seeds [5, 7]) against the seed-7 model trained alone: same data, same
@@ -424,8 +445,12 @@ def test_verdict_rules_of_the_chapter():
     assert within_noise_rule([0.5, 4.1]).verdict == "not supported"
     assert mixing_rule(0.10, 0.09, 0.12).verdict == "supported"
     assert mixing_rule(0.20, 0.10, 0.12).verdict == "not supported"
-    assert allocation_rule([1.02, 1.0]).verdict == "supported"
-    assert allocation_rule([1.3]).verdict == "not supported"
+    # bounds by hand: mean 1.02, sd 0.01, n 3 -> upper 1.02 + t(0.95, 2) * 0.01 / sqrt(3) = 1.0369
+    ok = allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.0, 1.0, 1.0]}, tol=1.1)
+    assert ok.verdict == "supported" and "1.037]" in ok.evidence
+    assert allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.3, 1.31, 1.29]}).verdict == "not supported"
+    # mean 1.09 under the tolerance, but its upper bound above it: not decided by the point estimate
+    assert allocation_rule({"ring": [1.0, 1.09, 1.18]}, tol=1.1).verdict == "inconclusive at this scale"
     from kexue.ebm import trains_like_rule
     base = torch.linspace(0, 1, 10).numpy()
     assert trains_like_rule(base + 0.01, base, 0.15).verdict == "supported"
@@ -437,4 +462,6 @@ def test_verdict_rules_of_the_chapter():
     with pytest.raises(ValueError, match="errors_in_se"):
         within_noise_rule([float("nan")])
     with pytest.raises(ValueError, match="variance_ratios"):
-        allocation_rule([0.5])
+        allocation_rule({"ring": [0.5, 1.0]})
+    with pytest.raises(ValueError, match="variance_ratios"):
+        allocation_rule([1.0, 1.0])
