@@ -332,7 +332,6 @@ class MLPEnergy(nn.Module):
 
 
 CONV_LAYERS = ((4, 2, 1), (4, 2, 1), (3, 2, 1), (4, 1, 0))   # (kernel, stride, padding): 28 -> 14 -> 7 -> 4 -> 1
-STEM_LAYER = (3, 1, 1)                                           # IGEBM's c1_pre: 3x3, stride 1, at 28 x 28
 
 
 def _unit(v: torch.Tensor) -> torch.Tensor:
@@ -358,22 +357,20 @@ class ConvEnergy(nn.Module):
     `normalise_output=False` leaves the last layer (the 4x4 convolution to one number) unnormalised,
     as IGEBM's MNIST network leaves its last dense layer (`fc5`, `spec_norm=False`): the hidden
     layers stay 1-Lipschitz, while the energy's scale, and so its gradient and its contrast
-    between data and noise, is learned. `stem=True` puts IGEBM's first layer (`c1_pre`, a 3x3
-    stride-1 convolution 1 -> w at full resolution) in front, so the energy sees, and its gradient
-    can remove, pixel-level speckle that the first strided 4x4 layer averages away.
+    between data and noise, is learned.
     """
 
     def __init__(self, width: int = 16, members: int = 1, seeds: list[int] | None = None,
-                 normalise_output: bool = True, stem: bool = False):
+                 normalise_output: bool = True):
         super().__init__()
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"width={width!r} must be an integer >= 1")
         seeds = list(range(members)) if seeds is None else list(seeds)
         if len(seeds) != members:
             raise ValueError(f"need one seed per member: {members} members, {len(seeds)} seeds")
-        self.members, self.width, self.normalise_output, self.stem = members, width, bool(normalise_output), bool(stem)
-        self.layers = ((STEM_LAYER,) if stem else ()) + CONV_LAYERS
-        chans = ([1, width] if stem else [1]) + [width, 2 * width, 4 * width, 1]
+        self.members, self.width, self.normalise_output = members, width, bool(normalise_output)
+        self.layers = CONV_LAYERS
+        chans = [1, width, 2 * width, 4 * width, 1]
         self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
         gens = [torch.Generator().manual_seed(int(sd)) for sd in seeds]
         for i, (k, _, _) in enumerate(self.layers):
@@ -417,8 +414,7 @@ class ConvEnergy(nn.Module):
         """A new ensemble holding copies of the listed members (weights and power-iteration state)."""
         if not members or any(not 0 <= m < self.members for m in members):
             raise ValueError(f"members={members!r}: this ensemble has members 0..{self.members - 1}")
-        out = ConvEnergy(self.width, len(members), normalise_output=self.normalise_output,
-                         stem=self.stem).to(self.weights[0])
+        out = ConvEnergy(self.width, len(members), normalise_output=self.normalise_output).to(self.weights[0])
         idx = torch.tensor(members, device=self.weights[0].device)
         with torch.no_grad():
             for mine, theirs in zip(out.parameters(), self.parameters()):
