@@ -465,3 +465,24 @@ def test_verdict_rules_of_the_chapter():
         allocation_rule({"ring": [0.5, 1.0]})
     with pytest.raises(ValueError, match="variance_ratios"):
         allocation_rule([1.0, 1.0])
+
+
+def test_per_member_noise_scales_broadcast_over_image_shaped_chains():
+    """An image ensemble with the langevin sampler and one noise scale per member: each member's chain
+    gets its own scale (a [S] scale broadcast over [S, N, 1, 28, 28]), and a zero-noise member's chain
+    is the noise-free chain."""
+    energy = ConvEnergy(2, members=3, seeds=[0, 1, 2]).double()
+    start = torch.rand(3, 4, 1, 28, 28, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    noisy = EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: start[0, :n].clone(), 2, 0.01,
+                       noise_scale=[0.0, 0.5, 0.0], use_buffer=False, generator=g)
+    quiet = EBMTrainer(energy, ebm_adam(energy.parameters(), 1e-3), lambda n: start[0, :n].clone(), 2, 0.01,
+                       noise_scale=0.0, use_buffer=False, generator=g)
+    a, b = noisy.sample(start), quiet.sample(start)
+    assert a.shape == start.shape
+    torch.testing.assert_close(a[[0, 2]], b[[0, 2]])
+    # the langevin update adds noise_scale * sqrt(eps) * xi per step: two steps give sd 0.5 * sqrt(2 * 0.01), and
+    # E|N(0, sd^2)| = sd * sqrt(2 / pi) (the gradient parts differ only through the tiny noise-induced shift)
+    sd = 0.5 * math.sqrt(2 * 0.01)
+    assert float((a[1] - b[1]).abs().mean()) == pytest.approx(sd * math.sqrt(2 / math.pi), abs=0.004)
+    noisy.step(torch.rand(3, 4, 1, 28, 28, dtype=torch.float64))      # a whole update runs

@@ -512,7 +512,7 @@ class EBMTrainer:
         if self.members == 1 or sampler == "igebm":
             self.noise_scale = scales[0]
         else:
-            self.noise_scale = torch.tensor(scales, dtype=torch.float32).reshape(-1, 1, 1)   # over [S, N, d]
+            self.noise_scale = torch.tensor(scales, dtype=torch.float32)                    # [S], one per member
         self.alpha = alphas[0] if self.members == 1 else torch.tensor(alphas, dtype=torch.float32)
         bseeds = _per_member(buffer_seeds, self.members, "buffer_seeds") if buffer_seeds is not None else None
         self.buffers = [ReplayBuffer(buffer_size, reinit_prob, init_fn,
@@ -549,7 +549,8 @@ class EBMTrainer:
                 x = igebm_langevin(self.energy, x0, k, self.step_size, self.noise_scale, self.grad_clip, self.clamp,
                                    self.generator, desc, groups)
             else:
-                scale = self.noise_scale.to(x0.device) if torch.is_tensor(self.noise_scale) else self.noise_scale
+                scale = (self.noise_scale.to(x0.device).reshape(-1, *[1] * (x0.ndim - 1))     # over [S, N, ...]
+                         if torch.is_tensor(self.noise_scale) else self.noise_scale)
                 x = langevin(self.energy, x0, k, self.step_size, scale, self.clamp, self.generator, desc, groups)
         self.energy.train(was_training)
         return x

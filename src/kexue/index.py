@@ -90,7 +90,7 @@ def chapter_overview(reports: Path) -> str:
         ran = chapter in CHAPTERS and (d / f"{chapter}.html").exists()
         link = (f'<a href="#{chapter}">{html.escape(chapter[:2] + " " + short)}</a>' if ran
                 else html.escape(chapter[:2] + " " + short))
-        status = "done" if ran else ("not run yet" if chapter in CHAPTERS else "planned")
+        status = "reported" if ran else ("not run yet" if chapter in CHAPTERS else "planned")
         summary = md(read_text(d / "summary.md")) if ran else ""
         rows.append(f"<tr><td>{link}</td><td>{html.escape(title)}<br><a href='{seed_url(chapter)}'>"
                     f"kexue.fm/archives/{seed}</a></td><td>{status}</td>"
