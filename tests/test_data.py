@@ -252,3 +252,42 @@ def test_mnist_digits_damaged_at_load(tmp_path, how):
     msg = str(e.value)
     assert str(target) in msg and got in msg and data.DIGITS_FILES["labels.npy"] in msg
     assert "python -m kexue.data mnist_digits" in msg
+
+
+# --- chapter 05's verse pairs (fixtures; no SWORD modules needed) ---
+
+def test_clean_verse_strips_markup_and_keeps_word_boundaries():
+    from kexue.data import clean_verse
+    kjv = ('¶ <w lemma="strong:G3779">For</w> <w lemma="x">God</w> <transChange type="added">was</transChange> '
+           '<divineName>LORD</divineName> , <q who="Jesus">loved</q>')
+    assert clean_verse(kjv) == "For God was LORD, loved"
+    # WEB's lost spaces: a word tag straight after another word, or after punctuation
+    web = '<w s="1">God</w><w s="2">created</w>,<w s="3">and</w> <w>the</w> <w>earth</w>.'
+    assert clean_verse(web) == "God created, and the earth."
+    # structural tags separate words; no space is left before closing punctuation or quotes
+    assert clean_verse('<w>only</w> born</q><q marker="">Son</q> <l/>“said <w>so</w> ” .') == "only born Son “said so”."
+
+
+def test_parse_and_align_verses_skip_headings_and_missing_verses():
+    from kexue.data import align_verses, parse_vpl
+    a = parse_vpl("[ Testament 1 Heading ] x\nGenesis 1:0 <chapter/>\nGenesis 1:1 In the beginning\n"
+                  "Song of Solomon 2:1 I am the rose\n1 Samuel 3:4 Here am I\nJude 1:2 \n")
+    assert a == {("Genesis", 1, 1): "In the beginning", ("Song of Solomon", 2, 1): "I am the rose",
+                 ("1 Samuel", 3, 4): "Here am I", ("Jude", 1, 2): ""}
+    b = {("1 Samuel", 3, 4): "Here I am", ("Genesis", 1, 1): "In the beginning,", ("Jude", 1, 2): "Mercy"}
+    assert align_verses(a, b) == [("Genesis", 1, 1, "In the beginning", "In the beginning,"),
+                                  ("1 Samuel", 3, 4, "Here am I", "Here I am")]
+
+
+def test_prepare_bible_pairs_errors_say_how_to_get_the_texts(tmp_path, monkeypatch):
+    from kexue.data import DataError, prepare_bible_pairs
+    (tmp_path / "kjv.vpl").write_text("Genesis 1:1 In the beginning\n", encoding="utf-8")
+    with pytest.raises(DataError, match="web.vpl not found.*apt-get install libsword-utils"):
+        prepare_bible_pairs(tmp_path / "out", vpl_folder=tmp_path)
+    (tmp_path / "web.vpl").write_text("Genesis 1:1 In the beginning,\n", encoding="utf-8")
+    with pytest.raises(DataError, match="only 1 aligned verses"):
+        prepare_bible_pairs(tmp_path / "out", vpl_folder=tmp_path)
+    assert not (tmp_path / "out" / "pairs.tsv").exists()
+    monkeypatch.setenv("PATH", str(tmp_path))                                  # no mod2vpl on the PATH
+    with pytest.raises(DataError, match="mod2vpl.*not installed"):
+        prepare_bible_pairs(tmp_path / "out")

