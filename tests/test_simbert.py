@@ -1,11 +1,15 @@
 """kexue.simbert: the UniLM mask, the in-batch similarity loss, the seq2seq loss, batch building."""
 import math
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kexue.simbert import both_orders, collate, encode_pair, seq2seq_loss, similarity_loss, unilm_mask
+from kexue.simbert import (SimBERT, distinct_n, generation_metrics, pair_batches, train_pairs, both_orders, collate, corpus_vocab, encode_pair, encode_sentences, generate_similar,
+                           joint_loss, load_minilm, mnrl_loss, retrieval_metrics, seq2seq_loss, similarity_loss,
+                           tiny_bert, unilm_mask)
 
 
 def brute_force_mask(seg, att):
@@ -112,3 +116,164 @@ def test_batch_building():
     assert t_ids.shape == (2, 7) and t_att[1].tolist() == [1, 1, 1, 0, 0, 0, 0]
     with pytest.raises(ValueError, match="max_len"):
         encode_pair([5], [6], 1, 2, 0)
+
+
+def _st_mnrl(directions):
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    return MultipleNegativesRankingLoss(model=None, scale=20.0, directions=directions)
+
+
+def test_similarity_loss_against_sentence_transformers_own_loss():
+    """Independent implementation: sentence-transformers' MultipleNegativesRankingLoss on the same vectors.
+    Same-side entries masked -> the mean of its two plain directions (a->b, b->a); SimBERT's full 2B x 2B
+    loss -> the mean of its two directions with same-type negatives ("query_to_query") in one softmax."""
+    torch.manual_seed(4)
+    A, P = torch.randn(5, 7, dtype=torch.float64), torch.randn(5, 7, dtype=torch.float64)
+    rows = torch.stack([A, P], 1).reshape(10, 7)                            # a1, p1, a2, p2, ...
+    plain = _st_mnrl(("query_to_doc",))
+    two_way = (plain.compute_loss_from_embeddings([A, P], None) + plain.compute_loss_from_embeddings([P, A], None)) / 2
+    assert float(similarity_loss(rows, 20.0, exclude_same_side=True)) == pytest.approx(float(two_way), rel=1e-10)
+    assert float((mnrl_loss(A, P) + mnrl_loss(P, A)) / 2) == pytest.approx(float(two_way), rel=1e-10)
+    gte = _st_mnrl(("query_to_doc", "query_to_query"))
+    full = (gte.compute_loss_from_embeddings([A, P], None) + gte.compute_loss_from_embeddings([P, A], None)) / 2
+    assert float(similarity_loss(rows, 20.0)) == pytest.approx(float(full), rel=1e-10)
+
+
+def _toy_batch(V=40, seed=0):
+    """Four toy paraphrase pairs: b is a with one token replaced and one dropped (shared content)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = []
+    for n in torch.randint(4, 8, (4,), generator=g).tolist():
+        a = torch.randint(5, V, (n,), generator=g).tolist()
+        b = list(a)
+        b[int(torch.randint(0, n, (1,), generator=g))] = int(torch.randint(5, V, (1,), generator=g))
+        del b[int(torch.randint(0, n, (1,), generator=g))]
+        pairs.append((a, b))
+    rows = [encode_pair(a, b, 1, 2, 16) for a, b in both_orders(pairs)]
+    return pairs, collate(rows)
+
+
+def test_prefix_invariance_on_the_real_network():
+    """all-MiniLM-L6-v2 under the UniLM mask: another b leaves every [CLS] a [SEP] output unchanged
+    (bit for bit), and a later b token leaves the earlier b outputs unchanged (causal)."""
+    bert, tok, pooler = load_minilm()
+    model = SimBERT(bert, pooler_state=pooler).eval()
+    a = tok("And God said, Let there be light: and there was light.", add_special_tokens=False)["input_ids"]
+    b1 = tok("God said, Let there be light, and there was light.", add_special_tokens=False)["input_ids"]
+    b2 = tok("The earth was formless and empty.", add_special_tokens=False)["input_ids"]
+    b3 = b1[:-1] + [tok.convert_tokens_to_ids("!")]
+    ids, seg, att = collate([encode_pair(a, b, tok.cls_token_id, tok.sep_token_id, 32) for b in (b1, b2, b3)])
+    with torch.no_grad():
+        h = model.hidden(ids, seg, att)
+        n = len(a) + 2
+        assert torch.equal(h[0, :n], h[1, :n]) and torch.equal(h[0, :n], h[2, :n])
+        k = n + len(b1) - 1                                                 # b1 and b3 differ from here on
+        assert torch.equal(h[0, :k], h[2, :k]) and not torch.allclose(h[0, k], h[2, k])
+        full = model.bert(input_ids=ids, token_type_ids=seg, attention_mask=att).last_hidden_state
+        assert not torch.allclose(full[0, :n], full[1, :n])                 # without the mask, b leaks into a
+        v = encode_sentences(model, [a], tok.cls_token_id, tok.sep_token_id, 32)
+        assert torch.allclose(v[0], F.normalize(model.pooler(h[0, 0]), dim=0), atol=1e-5)
+
+
+def test_restricted_head_is_the_tied_full_head_sliced():
+    bert = tiny_bert(vocab_size=40)
+    vocab = corpus_vocab([[5, 9, 7], [9, 11]], always=[2])
+    assert vocab.tolist() == [2, 5, 7, 9, 11]
+    full, small = SimBERT(bert), SimBERT(bert, out_vocab=vocab)
+    small.load_state_dict({k: v for k, v in full.state_dict().items() if k != "bias"}, strict=False)
+    h = torch.randn(3, 32)
+    assert torch.allclose(small.logits(h), full.logits(h)[:, vocab])
+    assert small.head_targets(torch.tensor([9, 2])).tolist() == [3, 0]
+    with pytest.raises(ValueError, match="outside the output vocabulary"):
+        small.head_targets(torch.tensor([6]))
+    # tied: the head's gradient reaches the input embeddings
+    small.logits(h).sum().backward()
+    assert bert.embeddings.word_embeddings.weight.grad[vocab].abs().sum() > 0
+    with pytest.raises(ValueError, match="pooling"):
+        SimBERT(bert, pooling="max")
+
+
+def test_joint_loss_parts_match_the_separate_losses():
+    _, (ids, seg, att) = _toy_batch()
+    model = SimBERT(tiny_bert(vocab_size=40)).eval()
+    total, parts = joint_loss(model, ids, seg, att, 1.0, 1.0, 30.0)
+    h = model.hidden(ids, seg, att)
+    s2s = seq2seq_loss(model.logits(h), ids, seg, att)
+    sim = similarity_loss(model.sentence_vector(h, seg, att), 30.0)
+    assert parts["seq2seq"] == pytest.approx(float(s2s.detach()), rel=1e-5) and parts["similarity"] == pytest.approx(float(sim), rel=1e-5)
+    assert float(total) == pytest.approx(float(s2s + sim), rel=1e-5)
+    _, only = joint_loss(model, ids, seg, att, 0.0, 1.0)
+    assert set(only) == {"similarity"}
+
+
+def test_one_batch_overfits_and_generation_returns_the_memorised_partner():
+    """Sanity: a tiny BERT drives the joint loss on one batch near zero, and generate_similar then
+    produces the memorised partner first (deduplicated, ranked by cosine)."""
+    pairs, (ids, seg, att) = _toy_batch(seed=1)
+    model = SimBERT(tiny_bert(vocab_size=40, hidden=64, seed=1))
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(joint_loss(model, ids, seg, att)[0])
+    for _ in range(150):
+        loss, _ = joint_loss(model, ids, seg, att)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.05 * first
+    a, b = pairs[0]
+    cands = generate_similar(model, a, 1, 2, n=6, topk=1, max_len=16, generator=torch.Generator().manual_seed(0))
+    assert cands[0].tokens == b and len(cands) == 1                          # top-1 sampling: all six identical
+    cands = generate_similar(model, a, 1, 2, n=6, topk=5, max_len=16, generator=torch.Generator().manual_seed(0))
+    cos = [c.cosine for c in cands]
+    assert cos == sorted(cos, reverse=True) and len({tuple(c.tokens) for c in cands}) == len(cands)
+
+
+def test_retrieval_metrics_against_brute_force():
+    g = torch.Generator().manual_seed(6)
+    q = F.normalize(torch.randn(30, 8, generator=g), dim=1)
+    p = F.normalize(q + 0.8 * torch.randn(30, 8, generator=g), dim=1)
+    m = retrieval_metrics(q, p, ks=(1, 5), threshold=0.5)
+    sim = (q @ p.T).numpy()
+    ranks = [1 + sum(sim[i, j] > sim[i, i] for j in range(30)) for i in range(30)]
+    assert m["top1"] == pytest.approx(sum(r == 1 for r in ranks) / 30)
+    assert m["mrr"] == pytest.approx(sum(1 / r for r in ranks) / 30)
+    assert m["recall@5"] == pytest.approx(sum(r <= 5 for r in ranks) / 30)
+    perfect = retrieval_metrics(q, q, threshold=0.999)
+    assert perfect["top1"] == 1.0 and perfect["mrr"] == 1.0 and perfect["threshold_acc"] == 1.0
+    assert retrieval_metrics(q, p, threshold=-1.01)["threshold_acc"] == 0.5     # calls every pair similar
+    with pytest.raises(ValueError, match="pool.shape"):
+        retrieval_metrics(q, p[:5])
+
+
+def test_pair_batches_cover_each_epoch_once_and_repeat_with_the_seed():
+    batches = pair_batches(10, 3, 7, seed=2)
+    assert len(batches) == 7 and all(len(b) == 3 and len(set(b.tolist())) == 3 for b in batches)
+    first_epoch = torch.cat(batches[:3]).tolist()                        # 9 of the 10, none twice
+    assert len(set(first_epoch)) == 9
+    assert all(torch.equal(x, y) for x, y in zip(batches, pair_batches(10, 3, 7, seed=2)))
+    assert not all(torch.equal(x, y) for x, y in zip(batches, pair_batches(10, 3, 7, seed=3)))
+    with pytest.raises(ValueError, match="batch_pairs=1"):
+        pair_batches(10, 1, 5, 0)
+
+
+@pytest.mark.parametrize("objective", ["joint", "similarity", "seq2seq", "mnrl"])
+def test_train_pairs_lowers_each_objective(objective):
+    pairs, _ = _toy_batch(seed=3)
+    model = SimBERT(tiny_bert(vocab_size=40, hidden=32, seed=3), pooling="mean" if objective == "mnrl" else "cls")
+    hist = train_pairs(model, pairs, 1, 2, steps=60, batch_pairs=4, lr=1e-2, objective=objective, seed=0, warmup=0.0)
+    assert len(hist) == 60 and np.mean([h["loss"] for h in hist[-5:]]) < 0.5 * np.mean([h["loss"] for h in hist[:5]])
+    with pytest.raises(ValueError, match="objective='mlm'"):
+        train_pairs(model, pairs, 1, 2, steps=1, batch_pairs=2, lr=1e-3, objective="mlm")
+
+
+def test_distinct_n_and_generation_metrics():
+    assert distinct_n(["a b a b", "a b"], 1) == pytest.approx(2 / 6)
+    assert distinct_n(["a b a b", "a b"], 2) == pytest.approx(2 / 4)     # (a b), (b a), (a b) | (a b)
+    assert distinct_n(["a"], 2) == 0.0
+    m = generation_metrics(["The LORD said this.", "he went home"], ["Yahweh said this.", "He went to his house."],
+                           ["the Lord said this", "And he departed."], [0.95, 0.5])
+    assert m["copy_rate"] == 0.5 and m["pass_threshold"] == 0.5
+    exact = generation_metrics(["and he went to his home"], ["and he went to his home"], ["x"], [1.0])
+    assert exact["chrf"] == pytest.approx(100.0) and exact["bleu"] == pytest.approx(100.0, abs=1e-6)
+    assert 0 < m["chrf"] < 100
+    with pytest.raises(ValueError, match="lengths"):
+        generation_metrics(["a"], [], ["a"], [1.0])

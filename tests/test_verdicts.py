@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from kexue.verdicts import (INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, all_of, describe_events, difference,
+from kexue.verdicts import (meets_target, INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, all_of, describe_events, difference,
                             divergence, equivalence, holm, min_detectable_difference, superiority,
                             superiority_family, time_to_event)
 
@@ -144,3 +144,35 @@ def test_divergence_and_noise_floor():
     # Noise floor shrinks like 1/sqrt(n); infinite with fewer than 2 seeds.
     assert min_detectable_difference(1.0, 40) < min_detectable_difference(1.0, 10) / 1.9
     assert math.isinf(min_detectable_difference(1.0, 1))
+
+
+def test_meets_target_agrees_with_one_sided_t_test():
+    """Supported exactly when scipy's one-sided one-sample t-test rejects 'the mean misses the
+    target' at alpha; not supported exactly when the sample mean misses it."""
+    rng = np.random.default_rng(5)
+    seen = set()
+    for _ in range(300):
+        v = rng.normal(rng.uniform(130, 170), rng.uniform(1, 20), size=int(rng.integers(2, 12)))
+        out = meets_target(v, 150.0, higher_is_better=False, alpha=0.05, name="FD")
+        p_one = stats.ttest_1samp(v, 150.0, alternative="less").pvalue
+        if v.mean() > 150.0:
+            assert out.verdict == NOT_SUPPORTED
+        elif p_one < 0.05:
+            assert out.verdict == SUPPORTED
+        else:
+            assert out.verdict == INCONCLUSIVE
+        seen.add(out.verdict)
+    assert seen == {SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE}
+
+
+def test_meets_target_directions_and_edges():
+    assert meets_target([9, 9, 10, 9], 8).verdict == SUPPORTED                  # higher is better
+    assert meets_target([5, 6, 7], 8).verdict == NOT_SUPPORTED                 # mean misses
+    assert meets_target([2, 14, 9], 8).verdict == INCONCLUSIVE                 # mean 8.3, wide interval
+    assert meets_target([8.5], 8).verdict == INCONCLUSIVE                      # one run: no interval
+    assert meets_target([140, np.nan, 120], 150, higher_is_better=False).verdict == NOT_SUPPORTED
+    assert "misses" in meets_target([160, 170], 150, higher_is_better=False).evidence
+    with pytest.raises(ValueError, match="target=inf"):
+        meets_target([1, 2], float("inf"))
+    with pytest.raises(ValueError, match="at least one"):
+        meets_target([], 1.0)

