@@ -106,7 +106,8 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 # starts, the Langevin noise and the buffer's random draws (`MLPEnergy.from_seeds`, `ConvEnergy(seeds=...)`,
 # `EBMTrainer(groups=...)`), so a paired difference measures the arm, not the draw. A claim resting on
 # several tests uses Holm's correction. Quantities that act multiplicatively (KL, energy levels) are
-# compared on a log10 scale.
+# compared on a log10 scale. A target fixed here (the garment criterion) is judged by `meets_target`:
+# not supported when the seed mean misses it, supported when the whole interval of the mean clears it.
 
 # %%
 ALPHA = 0.05              # two-sided tests; TOST at this level (90% interval inside the margin)
@@ -1121,12 +1122,10 @@ art_v = trains_like_rule(art.log10_kl_grid, recipe.log10_kl_grid, MARGIN_LOG10_K
                          names=("log10 KL, article form", "paper form"))
 alloc_v = allocation_rule({t: g["variance of 1:1 / optimal"].to_numpy() for t, g in spread_seeds.groupby("target")},
                           ALLOC_TOL, ALPHA)
-# Images: recognisable garments, FD below the target and enough classes, seed by seed (paired with the target).
+# Images: recognisable garments, the FD and class-count targets of §0 (`meets_target`: the seed mean must reach each).
 garment_v = verdicts.all_of([
-    verdicts.superiority(fd_buf.FD, np.full(image_seeds, FD_TARGET), paired=True, alpha=ALPHA, higher_is_better=False,
-                         names=("buffer FD", f"target {fmt(FD_TARGET)}")),
-    verdicts.superiority(fd_buf["classes ≥5%"], np.full(image_seeds, MIN_CLASSES - 0.5), paired=True, alpha=ALPHA,
-                         names=("classes ≥ 5%", f"{MIN_CLASSES} − ½"))])
+    verdicts.meets_target(fd_buf.FD, FD_TARGET, higher_is_better=False, alpha=ALPHA, name="buffer FD"),
+    verdicts.meets_target(fd_buf["classes ≥5%"], MIN_CLASSES, alpha=ALPHA, name="classes ≥ 5%")])
 
 claims = report.claims([
     {"claim": "An energy model is the stationary distribution of a Langevin equation",
