@@ -19,11 +19,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Debian packages, installed when we may (root with apt-get; otherwise say what is missing):
-# the offline source of Fashion-MNIST (DESIGN.md "Data") and Chromium for the browser test.
-DEBS := dataset-fashion-mnist chromium chromium-driver
+# the offline source of Fashion-MNIST (DESIGN.md "Data"), the two Bible translations of chapter 05
+# (SWORD modules read by libsword-utils' mod2vpl), and Chromium for the browser test.
+DEBS := dataset-fashion-mnist libsword-utils sword-text-kjv sword-text-web chromium chromium-driver
+SWORD_MODS := /usr/share/sword/mods.d
 system-deps:
 	@missing=""; \
 	[ -d $(FASHION_DEB) ] || missing="$$missing dataset-fashion-mnist"; \
+	command -v mod2vpl >/dev/null || missing="$$missing libsword-utils"; \
+	[ -f $(SWORD_MODS)/engKJV2006eb.conf ] || missing="$$missing sword-text-kjv"; \
+	[ -f $(SWORD_MODS)/engWEB2015eb.conf ] || missing="$$missing sword-text-web"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
@@ -31,7 +36,7 @@ system-deps:
 	    echo "installing Debian packages:$$missing"; \
 	    (apt-get install -y -qq $$missing >/dev/null 2>&1 || \
 	     (apt-get update -qq && apt-get install -y -qq $$missing >/dev/null)) || \
-	    echo "apt-get failed for$$missing: the data stage will try torchvision's download; the browser test needs chromium"; \
+	    echo "apt-get failed for$$missing: the data stage will try torchvision's download; chapter 05 needs the SWORD texts; the browser test needs chromium"; \
 	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
 	fi
 
@@ -42,7 +47,7 @@ repro: venv system-deps
 # scale under nbval, in one pytest run. The data stage rebuilds data/ (content-addressed: same
 # hashes as dvc.lock); the feature classifier is committed, so nothing else is rebuilt.
 test: venv system-deps
-	$(BIN)/dvc repro data
+	$(BIN)/dvc repro data bible_pairs
 	rm -rf build/nbval
 	$(BIN)/python -m kexue.run --scale smoke --prepare-only build/nbval $$($(BIN)/python -c "from kexue.run import SECTIONS; print(*SECTIONS)")
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider

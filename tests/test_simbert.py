@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kexue.simbert import (SimBERT, distinct_n, generation_metrics, pair_batches, train_pairs, both_orders, collate, corpus_vocab, encode_pair, encode_sentences, generate_similar,
+from kexue.simbert import (generation_rule, unigram_loss, SimBERT, distinct_n, generation_metrics, pair_batches, train_pairs, both_orders, collate, corpus_vocab, encode_pair, encode_sentences, generate_similar,
                            joint_loss, load_minilm, mnrl_loss, retrieval_metrics, seq2seq_loss, similarity_loss,
                            tiny_bert, unilm_mask)
 
@@ -200,7 +200,7 @@ def test_joint_loss_parts_match_the_separate_losses():
     h = model.hidden(ids, seg, att)
     s2s = seq2seq_loss(model.logits(h), ids, seg, att)
     sim = similarity_loss(model.sentence_vector(h, seg, att), 30.0)
-    assert parts["seq2seq"] == pytest.approx(float(s2s.detach()), rel=1e-5) and parts["similarity"] == pytest.approx(float(sim), rel=1e-5)
+    assert parts["seq2seq"] == pytest.approx(float(s2s.detach()), rel=1e-5) and parts["similarity"] == pytest.approx(float(sim.detach()), rel=1e-5)
     assert float(total) == pytest.approx(float(s2s + sim), rel=1e-5)
     _, only = joint_loss(model, ids, seg, att, 0.0, 1.0)
     assert set(only) == {"similarity"}
@@ -258,7 +258,9 @@ def test_pair_batches_cover_each_epoch_once_and_repeat_with_the_seed():
 @pytest.mark.parametrize("objective", ["joint", "similarity", "seq2seq", "mnrl"])
 def test_train_pairs_lowers_each_objective(objective):
     pairs, _ = _toy_batch(seed=3)
-    model = SimBERT(tiny_bert(vocab_size=40, hidden=32, seed=3), pooling="mean" if objective == "mnrl" else "cls")
+    # (similarity alone on a tiny random BERT's [CLS] collapses to uniform cosines, loss log(7): mean pooling)
+    model = SimBERT(tiny_bert(vocab_size=40, hidden=32, seed=3),
+                    pooling="mean" if objective in ("mnrl", "similarity") else "cls")
     hist = train_pairs(model, pairs, 1, 2, steps=60, batch_pairs=4, lr=1e-2, objective=objective, seed=0, warmup=0.0)
     assert len(hist) == 60 and np.mean([h["loss"] for h in hist[-5:]]) < 0.5 * np.mean([h["loss"] for h in hist[:5]])
     with pytest.raises(ValueError, match="objective='mlm'"):
@@ -277,3 +279,45 @@ def test_distinct_n_and_generation_metrics():
     assert 0 < m["chrf"] < 100
     with pytest.raises(ValueError, match="lengths"):
         generation_metrics(["a"], [], ["a"], [1.0])
+
+
+def test_similarity_only_shortcut_is_the_loss_on_full_rows():
+    """train_pairs("similarity") encodes `[CLS] x [SEP]` alone; by the prefix invariance that is the
+    similarity part of the joint loss on the full `[CLS] a [SEP] b [SEP]` rows."""
+    from kexue.simbert import _encode_train
+    pairs, (ids, seg, att) = _toy_batch(seed=4)
+    model = SimBERT(tiny_bert(vocab_size=40, seed=4)).eval()
+    with torch.no_grad():
+        _, parts = joint_loss(model, ids, seg, att, 0.0, 1.0, 30.0)
+        short = similarity_loss(_encode_train(model, [s for p in pairs for s in p], 1, 2, 16), 30.0)
+    assert float(short) == pytest.approx(parts["similarity"], abs=1e-5)
+
+
+def test_train_pairs_gives_the_fresh_head_its_own_learning_rate():
+    """head_lr applies to the new transform and bias only: with lr = 0 nothing else moves."""
+    pairs, _ = _toy_batch(seed=5)
+    model = SimBERT(tiny_bert(vocab_size=40, seed=5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_pairs(model, pairs, 1, 2, steps=3, batch_pairs=4, lr=0.0, head_lr=1e-2, objective="joint", warmup=0.0)
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(n.startswith(("transform.", "bias")) for n in moved)
+
+
+def test_unigram_loss_against_a_hand_count():
+    train = [([5, 6], [5])]                       # targets 5, 6, SEP(2), 5, SEP -> counts 5:2, 6:1, 2:2
+    test = [([5], [7])]                           # targets 5, 2, 7, 2
+    total = 5 + 10
+    want = -(math.log(3 / total) + 2 * math.log(3 / total) + math.log(1 / total)) / 4
+    assert unigram_loss(train, test, sep_id=2, vocab_size=10) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="vocab_size"):
+        unigram_loss(train, test, 2, 0)
+
+
+def test_generation_rule_gates_on_the_unigram_floor():
+    from kexue.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+    # at the floor: inconclusive whatever the judge says
+    v = generation_rule([0.9, 0.95, 0.9], [5.9, 5.8, 5.95], floor=6.0, target=0.5, min_gain=1.0)
+    assert v.verdict == INCONCLUSIVE and "not yet a generator" in v.evidence
+    # a real generator: the judged share decides
+    assert generation_rule([0.9, 0.95, 0.92], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == SUPPORTED
+    assert generation_rule([0.1, 0.2, 0.15], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == NOT_SUPPORTED

