@@ -339,17 +339,14 @@ def judge(texts):
 
 
 results, histories, generations = [], {}, {}
-t_arms = time.perf_counter()
 for arm in ARMS:
     for k in range(n_seeds[arm.name]):
         out = run_arm(arm, P, tok, split, pool_idx, gen_idx, out_vocab, seed + k, device=dev, judge=judge)
-        results.append({"arm": arm.name, "seed": seed + k, **out["metrics"], "seconds": out["seconds"],
-                        "train_seconds": out["train_seconds"]})
+        results.append({"arm": arm.name, "seed": seed + k, **out["metrics"]})   # times: status.json, benchmark
         histories[(arm.name, seed + k)] = out["history"]
         if out["generations"]:
             generations[(arm.name, seed + k)] = out["generations"]
-        print(f"{arm.name:38s} seed {seed + k}: MRR {out['metrics']['mrr']:.3f} ({out['seconds']:.0f} s)")
-arms_seconds = time.perf_counter() - t_arms
+        print(f"{arm.name:38s} seed {seed + k}: MRR {out['metrics']['mrr']:.3f}")
 runs = pd.DataFrame(results)
 report.table(runs, "runs", index=False)
 
@@ -580,9 +577,6 @@ for a in ARMS:
 live.log_metric("generation/copy_baseline_chrf", copy_base["chrf"], plot=False)
 live.log_metric("generation/unigram_floor", unigram_floor, plot=False)
 live.log_metric("retrieval/lexical_floor/mrr", lexical["mrr"], plot=False)
-joint_steps = runs.loc[runs.arm == J, "train_seconds"].to_numpy() / steps
-live.log_metric("speed/joint_seconds_per_step", float(joint_steps.mean()), plot=False)
-live.log_metric("speed/arms_seconds", arms_seconds, plot=False)
 
 report.summary(
     f"{counts.get('supported', 0)} of {len(claims)} claims supported, {counts.get('not supported', 0)} not supported, "
@@ -606,11 +600,8 @@ report.finding(f"**Generation.** Top-ranked candidate chrF against the WEB verse
                f"{spread(per_seed(J, 'chrf'), 1)}, seq2seq only {spread(per_seed(Q, 'chrf'), 1)}; copying the KJV "
                f"input scores {copy_base['chrf']:.1f}. Share judged similar (cosine ≥ 0.9): "
                f"{spread(per_seed(J, 'judge_pass'), 2)} → {gen_v.verdict}.")
-report.note(f"* Joint step: {joint_steps.mean():.2f} s on this machine ({batch_pairs} pairs, ≤ {max_len} tokens a side); "
-            f"all arms took {arms_seconds:.0f} s.\n"
-            + (f"* Benchmark: {speed_text}.\n" if speed_text else "")
-            +
-            f"* The similarity loss agrees with sentence-transformers' MNRL forms to {fmt(loss_identity_err, 2)}.")
+report.note((f"* Benchmark (`05_simbert_benchmark`): {speed_text}.\n" if speed_text else "")
+            + f"* The similarity loss agrees with sentence-transformers' MNRL forms to {fmt(loss_identity_err, 2)}.")
 
 # %% [markdown]
 # ## 10. Do the verdicts survive new seeds?
