@@ -2,6 +2,7 @@
 the loss gradient against the contrastive estimator computed sample by sample."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,6 +123,21 @@ def test_buffer_keeps_the_latest_capacity_samples():
     big = ReplayBuffer(10, 0.0, init_fn=lambda n: torch.zeros(n, 1))
     big.push(torch.arange(25.0)[:, None])                              # one push larger than capacity
     assert sorted(big.storage[:, 0].tolist()) == list(range(15, 25))
+
+
+def test_buffer_ages_count_the_chain_runs_behind_each_sample():
+    # The "chain" adds 1 to each sample and fresh starts are 0, so a sample's value is its true age.
+    buf = ReplayBuffer(200, 0.1, init_fn=lambda n: torch.zeros(n, 1), generator=torch.Generator().manual_seed(0))
+    for _ in range(150):
+        start = buf.sample(32)
+        assert torch.equal(buf.last_ages, start[:, 0].long())
+        buf.push(start + 1)                                        # ages default to last_ages + 1
+    assert torch.equal(buf.ages[:len(buf)], buf.storage[:len(buf), 0].long())
+    assert buf.ages.min() >= 1 and buf.ages.max() > 10               # old chains survive, fresh ones join
+    buf.push(torch.full((3, 1), 7.0), ages=torch.tensor([7, 7, 7]))
+    assert torch.equal(buf.ages[:len(buf)], buf.storage[:len(buf), 0].long())
+    with pytest.raises(ValueError, match=r"ages has shape \(2,\), need \(3,\)"):
+        buf.push(torch.zeros(3, 1), ages=torch.tensor([1, 2]))
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -486,3 +502,24 @@ def test_per_member_noise_scales_broadcast_over_image_shaped_chains():
     sd = 0.5 * math.sqrt(2 * 0.01)
     assert float((a[1] - b[1]).abs().mean()) == pytest.approx(sd * math.sqrt(2 / math.pi), abs=0.004)
     noisy.step(torch.rand(3, 4, 1, 28, 28, dtype=torch.float64))      # a whole update runs
+
+
+@pytest.mark.parametrize("var_p, var_q, cost_q", [(1.0, 1.0, 1.0), (2.0, 0.5, 1.0), (1.0, 1.0, 21.0), (0.3, 4.0, 6.0)])
+def test_allocation_variance_ratio_against_brute_force(var_p, var_q, cost_q):
+    from kexue.ebm import allocation_variance_ratio
+    budget = 100_000.0                                       # C = N + cost_q * M, searched over a fine grid of N
+    n = np.linspace(1.0, budget - cost_q, 400_001)
+    m = (budget - n) / cost_q
+    best = np.min(var_p / n + var_q / m)
+    equal = (var_p + var_q) * (1 + cost_q) / budget          # N = M = C / (1 + cost_q)
+    assert allocation_variance_ratio(var_p, var_q, cost_q) == pytest.approx(equal / best, rel=1e-6)
+    assert allocation_variance_ratio(var_p, var_q, cost_q) >= 1 - 1e-12
+
+
+def test_allocation_variance_ratio_limits_and_bad_input():
+    from kexue.ebm import allocation_variance_ratio
+    assert allocation_variance_ratio(3.0, 3.0, 1.0) == pytest.approx(1.0)      # equal spreads, equal costs: 1:1 optimal
+    with pytest.raises(ValueError, match="cost_q=0"):
+        allocation_variance_ratio(1.0, 1.0, 0)
+    with pytest.raises(ValueError, match="var_q=-1"):
+        allocation_variance_ratio(1.0, -1.0)

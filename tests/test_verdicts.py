@@ -122,6 +122,8 @@ def test_all_of_combines_parts():
     assert all_of([s, s]).verdict == SUPPORTED
     assert all_of([s, i]).verdict == INCONCLUSIVE
     assert all_of([s, i, n]).verdict == NOT_SUPPORTED
+    assert all_of([s, n]).evidence == "s; n"
+    assert all_of([s, n], label="both", show_parts=True).evidence == "both: s → supported; n → not supported"
     with pytest.raises(ValueError):
         Verdict("true", "x")
 

@@ -181,6 +181,11 @@ class ReplayBuffer:
     otherwise a uniformly drawn stored sample. `push(x)` stores samples, overwriting
     the oldest once `capacity` is reached (a ring). `last_reinit` counts the fresh
     starts of the latest `sample` call.
+
+    Each stored sample carries its *age*: how many chain runs (training updates) it has been through
+    since its chain started from `init_fn`. `sample` keeps the ages of the starts it returns in
+    `last_ages` (0 for a fresh start), and `push(x, ages)` stores new ones; `push(x)` after `sample`
+    stores `last_ages + 1` (the chain just ran once more), as a training step does.
     """
 
     def __init__(self, capacity: int, reinit_prob: float = 0.05,
@@ -193,6 +198,8 @@ class ReplayBuffer:
             raise ValueError(f"init_fn={init_fn!r} must be a callable n -> n fresh samples")
         self.capacity, self.reinit_prob, self.init_fn, self.generator = capacity, float(reinit_prob), init_fn, generator
         self.storage: torch.Tensor | None = None
+        self.ages = torch.zeros(capacity, dtype=torch.long)     # chain runs behind each stored sample
+        self.last_ages: torch.Tensor | None = None
         self.size = 0          # filled slots
         self.next = 0          # slot the next pushed sample goes to
         self.last_reinit = 0
@@ -207,6 +214,7 @@ class ReplayBuffer:
             raise ValueError(f"fresh has {len(fresh)} samples, need n={n}")
         if self.size == 0:
             self.last_reinit = n
+            self.last_ages = torch.zeros(n, dtype=torch.long)
             return fresh
         reinit = torch.rand(n, generator=self.generator) < self.reinit_prob          # [n]
         idx = torch.randint(self.size, (n,), generator=self.generator)
@@ -214,17 +222,27 @@ class ReplayBuffer:
         mask = reinit.to(fresh.device)
         out[mask] = fresh[mask]
         self.last_reinit = int(reinit.sum())
+        self.last_ages = torch.where(reinit, 0, self.ages[idx])
         return out
 
-    def push(self, x: torch.Tensor) -> None:
+    def push(self, x: torch.Tensor, ages: torch.Tensor | None = None) -> None:
+        """Store x ([n, ...]); `ages` [n] defaults to the latest `sample`'s ages + 1 when it drew n starts,
+        else to 1 (samples of one chain run)."""
         x = x.detach()
+        if ages is None:
+            same = self.last_ages is not None and len(self.last_ages) == len(x)
+            ages = self.last_ages + 1 if same else torch.ones(len(x), dtype=torch.long)
+        ages = torch.as_tensor(ages, dtype=torch.long).cpu()
+        if ages.shape != (len(x),):
+            raise ValueError(f"ages has shape {tuple(ages.shape)}, need ({len(x)},)")
         if self.storage is None:
             self.storage = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
         elif x.shape[1:] != self.storage.shape[1:]:
             raise ValueError(f"pushed samples of shape {tuple(x.shape[1:])}, buffer holds {tuple(self.storage.shape[1:])}")
-        x = x[-self.capacity:]
+        x, ages = x[-self.capacity:], ages[-self.capacity:]
         slots = (self.next + torch.arange(len(x))) % self.capacity
         self.storage[slots.to(self.storage.device)] = x.to(self.storage.device)
+        self.ages[slots] = ages
         self.next = int((self.next + len(x)) % self.capacity)
         self.size = min(self.capacity, self.size + len(x))
 
@@ -674,6 +692,18 @@ def mixing_rule(tv_chain: float, tv_long: float, tv_floor: float) -> "Verdict":
     return Verdict(SUPPORTED if ok else NOT_SUPPORTED,
                    f"TV {tv_chain:.3f} ({'within' if ok else 'above'} the exact-sample floor {tv_floor:.3f}); "
                    f"ten times as many steps: {tv_long:.3f} ({'within' if tv_long <= tv_floor else 'above'})")
+
+
+def allocation_variance_ratio(var_p: float, var_q: float, cost_q: float = 1.0) -> float:
+    r"""Variance of a 1:1 split of real and model samples over the optimal split, at equal compute
+    (notebook section 10). A real sample costs 1, a model sample `cost_q`; for a budget $C = N + c M$,
+    $\mathrm{Var} = \sigma_p^2/N + \sigma_q^2/M$ is minimal at $N/M = (\sigma_p/\sigma_q)\sqrt{c}$ with value
+    $(\sigma_p + \sigma_q\sqrt{c})^2/C$, and the 1:1 split ($N = M = C/(1 + c)$) has $(\sigma_p^2 + \sigma_q^2)(1 + c)/C$."""
+    if not (var_p > 0 and var_q > 0 and math.isfinite(var_p) and math.isfinite(var_q)):
+        raise ValueError(f"var_p={var_p!r}, var_q={var_q!r}: need finite variances > 0")
+    if not (cost_q > 0 and math.isfinite(cost_q)):
+        raise ValueError(f"cost_q={cost_q!r}: need a finite cost > 0")
+    return (var_p + var_q) * (1 + cost_q) / (math.sqrt(var_p) + math.sqrt(var_q * cost_q)) ** 2
 
 
 def allocation_rule(variance_ratios: dict, tol: float = 1.1, alpha: float = 0.05) -> "Verdict":

@@ -78,15 +78,22 @@ def mode_stats(samples: torch.Tensor, centres: torch.Tensor, std: float, thresho
     return {"modes": int(torch.unique(idx[hq]).numel()), "high_quality": float(hq.double().mean())}
 
 
-def mode_reverse_kl(samples: torch.Tensor, centres: torch.Tensor, std: float, threshold: float = 3.0) -> float:
-    """KL(histogram of high-quality samples over modes || uniform); nan if none is high quality."""
+def mode_reverse_kl(samples: torch.Tensor, centres: torch.Tensor, std: float, threshold: float = 3.0,
+                    miller_madow: bool = False) -> float:
+    """KL(histogram of high-quality samples over modes || uniform); nan if none is high quality.
+
+    The plug-in value is biased upward by about (m - 1) / (2n) for n high-quality samples in m occupied
+    modes (the entropy's Miller-Madow bias), so an arm with fewer high-quality samples looks less even.
+    `miller_madow=True` subtracts that term: an estimate whose bias no longer depends on n.
+    """
     idx, dist = nearest_centre(samples, centres)
     idx = idx[dist <= threshold * std]
     if len(idx) == 0:
         return float("nan")
     q = torch.bincount(idx, minlength=len(centres)).double() / len(idx)
     q = q[q > 0]
-    return float((q * (q * len(centres)).log()).sum())
+    kl = float((q * (q * len(centres)).log()).sum())
+    return kl - (len(q) - 1) / (2 * len(idx)) if miller_madow else kl
 
 
 # --- densities (chapter 02: energy models are densities, so compare densities) ---

@@ -188,15 +188,17 @@ def equivalence(a, b, margin: float, paired: bool, alpha: float = 0.05, unit: st
     return Verdict(INCONCLUSIVE, ev + ": straddles the margin", p_tost)
 
 
-def all_of(parts: list[Verdict], label: str = "") -> Verdict:
+def all_of(parts: list[Verdict], label: str = "", show_parts: bool = False) -> Verdict:
     """A claim that needs every part: not supported if any part is not, supported if all are,
-    inconclusive otherwise. (Apply `holm` to the parts' p-values before deciding them.)"""
+    inconclusive otherwise. (Apply `holm` to the parts' p-values before deciding them.)
+    `show_parts`: each part's evidence ends with its own verdict ("… → not supported")."""
     if not parts:
         raise ValueError("all_of needs at least one part")
     words = [p.verdict for p in parts]
     verdict = (NOT_SUPPORTED if NOT_SUPPORTED in words else SUPPORTED if all(w == SUPPORTED for w in words)
                else INCONCLUSIVE)
-    evidence = (label + ": " if label else "") + "; ".join(p.evidence for p in parts)
+    evidence = (label + ": " if label else "") + "; ".join(p.evidence + (f" → {p.verdict}" if show_parts else "")
+                                                          for p in parts)
     return Verdict(verdict, evidence, max((p.p for p in parts if np.isfinite(p.p)), default=float("nan")), parts)
 
 
