@@ -89,8 +89,10 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 #
 # Every verdict in §8 comes from a tested rule of `kexue.verdicts` with the thresholds below. Arms
 # are compared **paired by seed**: seed $i$ gives every arm the same batches, in the same order, the
-# same dropout stream and the same freshly initialised head, so a paired difference measures the
-# arm. Retrieval is scored by the mean reciprocal rank (MRR) of the true partner in the held-out pool.
+# same dropout stream, the same freshly initialised head and the same held-out pool, so a paired
+# difference measures the arm. Each seed draws its own pool of test verses, so the spread over seeds
+# (and every interval below) holds the choice of test verses as well as the training noise.
+# Retrieval is scored by the mean reciprocal rank (MRR) of the true partner in the held-out pool.
 #
 # * **Identity** (the mask's prefix invariance): supported when the largest change of any
 #   `[CLS] a [SEP]` output under another `b` is at most `IDENTITY_TOL`.
@@ -254,8 +256,11 @@ report.show(loss_identity, "loss_identity", caption=f"Random float64 vectors, B 
 # elsewhere in the test books are dropped (a repeated verse would make "the" partner ambiguous).
 
 # %%
-gen_np = np.random.default_rng(seed)     # the pool and the paraphrased verses: fixed by the base seed
-pool_idx = np.sort(gen_np.choice(len(split.test), size=min(pool, len(split.test)), replace=False))
+# Each seed draws its own retrieval pool (and paraphrases its first verses), shared by every arm with
+# that seed: the spread over seeds then holds the choice of test verses as well as the training noise.
+pools = {seed + k: np.sort(np.random.default_rng(seed + k).choice(len(split.test), size=min(pool, len(split.test)),
+                                                                  replace=False)) for k in range(max(seeds, control_seeds))}
+pool_idx = pools[seed]
 gen_idx = pool_idx[:gen_queries]
 out_vocab = (corpus_vocab([t for pair in split.train + split.test for t in pair], [SEP]) if vocab == "corpus"
              else None)
@@ -263,7 +268,7 @@ data_table = pd.DataFrame([
     {"part": "verse pairs (all books)", "count": len(rows)},
     {"part": f"train pairs (≤ {max_len} tokens a side)", "count": len(split.train)},
     {"part": f"test pairs ({len(split.test_books)} books, deduplicated)", "count": len(split.test)},
-    {"part": "retrieval pool (test)", "count": len(pool_idx)},
+    {"part": "retrieval pool (test), drawn per seed", "count": len(pool_idx)},
     {"part": "verses paraphrased per arm and seed", "count": len(gen_idx)},
     {"part": "output vocabulary (tokens the corpus uses)" if out_vocab is not None else "output vocabulary (full)",
      "count": len(out_vocab) if out_vocab is not None else tok.vocab_size}])
@@ -325,7 +330,7 @@ ARMS = [
 METRIC_KEY = dict(zip([a.name for a in ARMS], ["zero_shot_mean_pooling", "zero_shot_cls_pooler", "joint", "similarity_only",
                                                 "seq2seq_only", "mnrl", "similarity_only_alt_scale",
                                                 "similarity_only_mean_pooling", "joint_random_init"]))
-n_seeds = {a.name: (1 if a.objective == "none" else control_seeds if a.init == "random" else seeds) for a in ARMS}
+n_seeds = {a.name: control_seeds if a.init == "random" else seeds for a in ARMS}      # zero-shot: one per pool
 
 judge_model = SimBERT(load_minilm()[0], pooling="mean").to(dev).eval() if model != "tiny" else None
 
@@ -341,7 +346,8 @@ def judge(texts):
 results, histories, generations = [], {}, {}
 for arm in ARMS:
     for k in range(n_seeds[arm.name]):
-        out = run_arm(arm, P, tok, split, pool_idx, gen_idx, out_vocab, seed + k, device=dev, judge=judge)
+        s_ = seed + k
+        out = run_arm(arm, P, tok, split, pools[s_], pools[s_][:gen_queries], out_vocab, s_, device=dev, judge=judge)
         results.append({"arm": arm.name, "seed": seed + k, **out["metrics"]})   # times: status.json, benchmark
         histories[(arm.name, seed + k)] = out["history"]
         if out["generations"]:
@@ -396,27 +402,29 @@ from kexue.simbert import retrieval_metrics
 
 tfidf = TfidfVectorizer(lowercase=True).fit([t for pair in split.train_text for t in pair])
 as_unit = lambda texts: F.normalize(torch.tensor(tfidf.transform(texts).toarray(), dtype=torch.float64), dim=-1)
-lexical = retrieval_metrics(as_unit([split.test_text[i][0] for i in pool_idx]),
-                            as_unit([split.test_text[i][1] for i in pool_idx]), threshold=threshold, seed=0)
+lexical = pd.DataFrame([retrieval_metrics(as_unit([split.test_text[i][0] for i in idx]),
+                                          as_unit([split.test_text[i][1] for i in idx]), threshold=threshold, seed=0)
+                        for idx in list(pools.values())[:seeds]])
 
 retrieval_cols = ["top1", "mrr", "recall@5", "recall@10", "threshold_acc", "cos_partner", "cos_other"]
 retrieval = pd.DataFrame([{"arm": a.name, "seeds": n_seeds[a.name],
                            **{c: spread(runs.loc[runs.arm == a.name, c]) for c in retrieval_cols}} for a in ARMS]
-                         + [{"arm": "lexical floor (TF-IDF cosine, no training)", "seeds": "—",
-                             **{c: f"{lexical[c]:.3f}" for c in retrieval_cols}}])
-report.show(retrieval, "retrieval", caption=f"Retrieval over {len(pool_idx)} held-out pairs (mean ± sd over seeds; "
-                                            f"zero-shot rows have no seed)", index=False)
+                         + [{"arm": "lexical floor (TF-IDF cosine, no training)", "seeds": len(lexical),
+                             **{c: spread(lexical[c]) for c in retrieval_cols}}])
+report.show(retrieval, "retrieval", caption=f"Retrieval over {len(pool_idx)} held-out pairs, a pool drawn per seed "
+                                            f"(mean ± sd over seeds; untrained rows: over the pools)", index=False)
 
 fig, ax = plt.subplots(figsize=(9, 4))
 order = [a.name for a in ARMS]
 sns.stripplot(data=runs, y="arm", x="mrr", order=order, ax=ax, color="k", size=5, jitter=0.15)
 means = runs.groupby("arm").mrr.mean().reindex(order)
 ax.scatter(means.values, range(len(order)), marker="|", s=400, color="tab:red", label="mean")
-ax.axvline(lexical["mrr"], color="grey", ls="--", lw=1, label="lexical floor (TF-IDF)")
+ax.axvline(lexical["mrr"].mean(), color="grey", ls="--", lw=1, label="lexical floor (TF-IDF, mean over pools)")
 ax.set_xlabel(f"MRR of the partner among {len(pool_idx)} held-out verses")
 ax.set_ylabel("")
 ax.legend(loc="lower right")
-report.figure(fig, "retrieval_mrr", "MRR per arm; dots are seeds (paired: same batches, same head initialisation).")
+report.figure(fig, "retrieval_mrr", "MRR per arm; dots are seeds (paired: same pool, same batches, same head "
+                                    "initialisation).")
 
 # %% [markdown]
 # ## 7. Generation
@@ -438,23 +446,26 @@ report.figure(fig, "retrieval_mrr", "MRR per arm; dots are seeds (paired: same b
 # %%
 from kexue.simbert import generation_metrics, generation_rule, unigram_loss
 
-unigram_floor = unigram_loss(split.train, [split.test[i] for i in pool_idx], SEP,
-                             len(out_vocab) if out_vocab is not None else tok.vocab_size)
+# one floor per seed's pool, in seed order (as `per_seed` returns the runs)
+unigram_floors = np.array([unigram_loss(split.train, [split.test[i] for i in idx], SEP,
+                                        len(out_vocab) if out_vocab is not None else tok.vocab_size)
+                           for idx in list(pools.values())[:seeds]])
+unigram_floor = float(unigram_floors.mean())
 
 gen_cols = ["seq2seq_loss", "chrf", "bleu", "chrf_vs_source", "distinct1", "distinct2", "copy_rate", "pass_threshold",
             "judge_pass"]
 gen_arms = [a.name for a in ARMS if a.generate]
 gen_table = pd.DataFrame([{"arm": n, "seeds": n_seeds[n], **{c: spread(runs.loc[runs.arm == n, c]) for c in gen_cols}}
                           for n in gen_arms])
-first = generations[(gen_arms[0], seed)]
-copy_base = generation_metrics([g_["kjv"] for g_ in first], [g_["web"] for g_ in first], [g_["kjv"] for g_ in first],
-                               [1.0] * len(first), threshold)
-gen_table = pd.concat([gen_table, pd.DataFrame([{"arm": "copy the input (baseline)", "seeds": "—",
-                                                 **{c: f"{copy_base[c]:.3f}" for c in gen_cols if c in copy_base}}])],
+copy_base = pd.DataFrame([generation_metrics([g_["kjv"] for g_ in gens], [g_["web"] for g_ in gens],
+                                             [g_["kjv"] for g_ in gens], [1.0] * len(gens), threshold)
+                          for (name, _), gens in generations.items() if name == gen_arms[0]])
+gen_table = pd.concat([gen_table, pd.DataFrame([{"arm": "copy the input (baseline)", "seeds": len(copy_base),
+                                                 **{c: spread(copy_base[c]) for c in gen_cols if c in copy_base}}])],
                       ignore_index=True)
 report.show(gen_table, "generation", caption=f"Top-ranked generation of {len(gen_idx)} held-out KJV verses against the "
                                              f"WEB verse; seq2seq_loss is the teacher-forced held-out loss over the whole "
-                                             f"pool [nats/token] (unigram floor {unigram_floor:.2f}); pass_threshold uses the model's own cosine, judge_pass "
+                                             f"pool [nats/token] (unigram floor {spread(unigram_floors, 2)}); pass_threshold uses the model's own cosine, judge_pass "
                                              f"the zero-shot judge's", index=False)
 
 examples = []
@@ -501,24 +512,23 @@ def per_seed(name, col):
     return runs.loc[runs.arm == name].sort_values("seed")[col].to_numpy()
 
 
-J, S, Q = "joint (SimBERT)", "similarity only", "seq2seq only"
-zero_mean = float(per_seed("zero-shot MiniLM (mean pooling)", "mrr")[0])
+J, S, Q, Z = "joint (SimBERT)", "similarity only", "seq2seq only", "zero-shot MiniLM (mean pooling)"
 both_retrieval = verdicts.equivalence(per_seed(J, "mrr"), per_seed(S, "mrr"), MRR_MARGIN, paired=True, alpha=ALPHA,
                                       names=("MRR joint", "similarity only"))
 both_generation = verdicts.equivalence(per_seed(J, "seq2seq_loss"), per_seed(Q, "seq2seq_loss"), NLL_MARGIN,
                                        paired=True, alpha=ALPHA, unit=" nats",
                                        names=("held-out seq2seq loss joint", "seq2seq only"))
 # Comparing two models that have not learned to generate says nothing about generation: same gate as gen_v.
-s2s_gate = verdicts.meets_target(unigram_floor - per_seed(Q, "seq2seq_loss"), GEN_MIN_GAIN, alpha=ALPHA,
+s2s_gate = verdicts.meets_target(unigram_floors - per_seed(Q, "seq2seq_loss"), GEN_MIN_GAIN, alpha=ALPHA,
                                  name="seq2seq only: held-out loss below the unigram floor [nats]")
 if s2s_gate.verdict != verdicts.SUPPORTED:
     both_generation = verdicts.Verdict(verdicts.INCONCLUSIVE, f"not yet generators: {s2s_gate.evidence}; "
                                        f"{both_generation.evidence} (not judged)", s2s_gate.p)
 sim_gives = verdicts.superiority(per_seed(J, "mrr"), per_seed(Q, "mrr"), paired=True, alpha=ALPHA, margin=MRR_MARGIN,
                                  names=("MRR joint", "seq2seq only"), margin_first=True)
-over_zero = verdicts.superiority(per_seed(J, "mrr"), np.full(seeds, zero_mean), paired=True, alpha=ALPHA,
+over_zero = verdicts.superiority(per_seed(J, "mrr"), per_seed(Z, "mrr"), paired=True, alpha=ALPHA,
                                  margin=MRR_MARGIN, names=("MRR joint", "zero-shot MiniLM (mean pooling)"), margin_first=True)
-gen_v = generation_rule(per_seed(J, "judge_pass"), per_seed(J, "seq2seq_loss"), unigram_floor, GEN_TARGET,
+gen_v = generation_rule(per_seed(J, "judge_pass"), per_seed(J, "seq2seq_loss"), unigram_floors, GEN_TARGET,
                         GEN_MIN_GAIN, ALPHA)
 scale_v = verdicts.superiority(per_seed(S, "mrr"), per_seed(f"similarity only, scale {fmt(alt_scale)}", "mrr"),
                                paired=True, alpha=ALPHA, margin=MRR_MARGIN,
@@ -574,16 +584,16 @@ for a in ARMS:
         live.log_metric(f"generation/{key}/seq2seq_loss", float(vals.seq2seq_loss.mean()), plot=False)
         if len(vals) > 1:
             live.log_metric(f"generation/{key}/chrf_sd", float(vals.chrf.std(ddof=1)), plot=False)
-live.log_metric("generation/copy_baseline_chrf", copy_base["chrf"], plot=False)
+live.log_metric("generation/copy_baseline_chrf", float(copy_base["chrf"].mean()), plot=False)
 live.log_metric("generation/unigram_floor", unigram_floor, plot=False)
-live.log_metric("retrieval/lexical_floor/mrr", lexical["mrr"], plot=False)
+live.log_metric("retrieval/lexical_floor/mrr", float(lexical["mrr"].mean()), plot=False)
 
 report.summary(
     f"{counts.get('supported', 0)} of {len(claims)} claims supported, {counts.get('not supported', 0)} not supported, "
     f"{counts.get('inconclusive at this scale', 0)} inconclusive at this scale. After {steps} steps of {batch_pairs} "
     f"verse pairs: held-out MRR joint {spread(per_seed(J, 'mrr'))}, similarity only {spread(per_seed(S, 'mrr'))}, "
-    f"zero-shot MiniLM {zero_mean:.3f}; top generation chrF {spread(per_seed(J, 'chrf'), 1)} against copying the "
-    f"input {copy_base['chrf']:.1f}.")
+    f"zero-shot MiniLM {spread(per_seed(Z, 'mrr'))}; top generation chrF {spread(per_seed(J, 'chrf'), 1)} against "
+    f"copying the input {spread(copy_base['chrf'], 1)}.")
 
 # %% [markdown]
 # ## 9. Summary
@@ -595,10 +605,11 @@ report.finding(f"**Prefix invariance.** On all-MiniLM-L6-v2 under UniLM's mask, 
 report.finding(f"**Retrieval ({len(pool_idx)} held-out verses, {seeds} seeds, {steps} steps).** MRR: "
                + ", ".join(f"{n} {spread(per_seed(n, 'mrr'))}" for n in
                            (J, S, Q, "MNRL (sentence-transformers)", "joint, random init"))
-               + f"; zero-shot MiniLM (mean pooling) {zero_mean:.3f}; the lexical floor (TF-IDF cosine) {lexical['mrr']:.3f}.")
+               + f"; zero-shot MiniLM (mean pooling) {spread(per_seed(Z, 'mrr'))}; the lexical floor (TF-IDF cosine) "
+                 f"{spread(lexical['mrr'])}.")
 report.finding(f"**Generation.** Top-ranked candidate chrF against the WEB verse: joint "
                f"{spread(per_seed(J, 'chrf'), 1)}, seq2seq only {spread(per_seed(Q, 'chrf'), 1)}; copying the KJV "
-               f"input scores {copy_base['chrf']:.1f}. Share judged similar (cosine ≥ 0.9): "
+               f"input scores {spread(copy_base['chrf'], 1)}. Share judged similar (cosine ≥ 0.9): "
                f"{spread(per_seed(J, 'judge_pass'), 2)} → {gen_v.verdict}.")
 report.note((f"* Benchmark (`05_simbert_benchmark`): {speed_text}.\n" if speed_text else "")
             + f"* The similarity loss agrees with sentence-transformers' MNRL forms to {fmt(loss_identity_err, 2)}.")

@@ -321,3 +321,12 @@ def test_generation_rule_gates_on_the_unigram_floor():
     # a real generator: the judged share decides
     assert generation_rule([0.9, 0.95, 0.92], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == SUPPORTED
     assert generation_rule([0.1, 0.2, 0.15], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == NOT_SUPPORTED
+
+
+def test_generation_rule_takes_one_floor_per_seed():
+    from kexue.verdicts import INCONCLUSIVE, SUPPORTED
+    # seed 0's pool has a floor of 3: 2 nats is only 1 nat below it, the others 4 below theirs
+    loss = [2.0, 2.0, 2.0]
+    per_seed_gate = generation_rule([0.9, 0.9, 0.9], loss, floor=[3.0, 6.0, 6.0], target=0.5, min_gain=2.0)
+    assert per_seed_gate.verdict == INCONCLUSIVE           # mean gain 3.0 but seed 0 drags the t-bound down
+    assert generation_rule([0.9, 0.92, 0.9], loss, [6.0, 6.1, 5.9], 0.5, 1.0).verdict == SUPPORTED

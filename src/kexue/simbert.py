@@ -633,16 +633,16 @@ def unigram_loss(train: Sequence[tuple[list[int], list[int]]], test: Sequence[tu
     return float(np.mean(logs))
 
 
-def generation_rule(judge_pass, heldout_loss, floor: float, target: float, min_gain: float, alpha: float = 0.05):
+def generation_rule(judge_pass, heldout_loss, floor, target: float, min_gain: float, alpha: float = 0.05):
     """"The model generates similar sentences", judged only once the model has learned to generate.
 
     Gate: the held-out seq2seq loss must lie at least `min_gain` nats/token below the unigram `floor`
-    (per seed, `verdicts.meets_target`); a model that has not learned that much conditions on its
+    (per seed, `verdicts.meets_target`; `floor` a number or one per seed, when each seed has its pool); a model that has not learned that much conditions on its
     input barely or not at all, so the claim is *inconclusive at this scale*, whatever it samples.
     Past the gate: `meets_target` on the share of generations judged similar (`judge_pass`, per seed).
     """
     from . import verdicts
-    gain = floor - np.asarray(heldout_loss, dtype=float)
+    gain = np.asarray(floor, dtype=float) - np.asarray(heldout_loss, dtype=float)
     gate = verdicts.meets_target(gain, min_gain, alpha=alpha, name="held-out loss below the unigram floor [nats]")
     if gate.verdict != verdicts.SUPPORTED:
         return verdicts.Verdict(verdicts.INCONCLUSIVE, f"not yet a generator: {gate.evidence}; judged similar: "
