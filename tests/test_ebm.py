@@ -324,10 +324,11 @@ def test_from_seeds_members_equal_stand_alone_models_of_their_seed():
 def test_conv_ensemble_member_is_the_stand_alone_model_and_spectrally_normalised():
     ens = ConvEnergy(3, members=3, seeds=[0, 4, 9]).double()
     alone = ConvEnergy(3, seeds=[4]).double()
-    x = torch.rand(3, 5, 1, 28, 28, dtype=torch.float64)
+    x = torch.rand(3, 5, 1, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     ens.eval(), alone.eval()
-    # Equal up to the float32 rounding of the power-iteration state built at initialisation.
-    torch.testing.assert_close(ens(x)[1], alone(x[1]), rtol=1e-6, atol=1e-9)
+    # Equal up to the float32 rounding of the power-iteration state built at initialisation: |Δ| stays below
+    # 1.5e-8 over 200 random inputs (energies of order 0.1, float32 eps 1.2e-7), so 5e-8 absolute.
+    torch.testing.assert_close(ens(x)[1], alone(x[1]), rtol=1e-6, atol=5e-8)
     plain = ens(x)
     with ens.frozen():
         torch.testing.assert_close(ens(x), plain, rtol=1e-12, atol=1e-14)
