@@ -57,6 +57,7 @@ report_dir = "reports/05_simbert"
 # %%
 import math
 import time
+import warnings
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -64,6 +65,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from tqdm import TqdmWarning
 
 from kexue import verdicts
 from kexue.config import ROOT, pick_device, seed_everything
@@ -73,6 +75,7 @@ from kexue.simbert import (Arm, SimBERT, SimbertParams, both_orders, collate, co
                            encode_sentences, load_minilm, load_tokenizer, mnrl_loss, run_arm, similarity_loss,
                            split_pairs, unilm_mask)
 
+warnings.filterwarnings("ignore", category=TqdmWarning)     # transformers' progress bars in a notebook
 seed_everything(seed, threads)
 dev = pick_device(device)
 report = Report(report_dir)
@@ -103,20 +106,29 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 # * **"Better than"** (superiority at α, two-sided, with the same `MRR_MARGIN`): not supported when
 #   the 90% interval lies inside ±margin (a gain too small to matter, even if significant: checked
 #   first) or when significant the other way; supported when significant in the claimed direction.
+#   Every interval printed is the 90% one (the TOST interval); a superiority test is two-sided at 5%, so
+#   an interval that just excludes 0 with $0.05 < p < 0.10$ is not significant.
 # * **Generation** "produces similar sentences": the share of top-ranked generations whose cosine to
-#   the input passes the article's 0.9, judged by an encoder that did not generate them (zero-shot
-#   all-MiniLM-L6-v2, mean pooling), must reach `GEN_TARGET` (`meets_target`: the seed mean must reach it).
+#   the input passes `threshold`, judged by an encoder that did not generate them (zero-shot
+#   all-MiniLM-L6-v2, mean pooling), must reach `GEN_TARGET` times the share of real paraphrases (the
+#   WEB verses) that pass the same judge (`meets_target`: the seed mean must reach it). The target is
+#   relative because this judge accepts only some real paraphrases at 0.9: an absolute target could
+#   fail a perfect paraphraser.
 #   It is judged only for a model that has learned to generate: its held-out seq2seq loss must lie
 #   at least `GEN_MIN_GAIN` nats/token below the unigram floor (the loss of predicting every token
 #   from training-set frequencies, ignoring the input); otherwise the claim is *inconclusive at this
 #   scale* (`kexue.simbert.generation_rule`).
+# * **Which claims.** The article's claims come first in §8; rows marked *(probe)* are questions of this
+#   chapter about its design choices, *(anchor)* compares with the ecosystem's standard fine-tune. All are
+#   fixed here, before the runs, with the rules above; there is no correction across the ten rows, so read
+#   a single borderline row with that in mind.
 
 # %%
 ALPHA = 0.05
 IDENTITY_TOL = 1e-6      # fp32 outputs; the mask makes them independent of b exactly
 MRR_MARGIN = 0.02        # retrieval differences smaller than this do not matter
 NLL_MARGIN = 0.05        # nats per token of the held-out seq2seq loss
-GEN_TARGET = 0.5         # a majority of the top generations pass the 0.9 rule ...
+GEN_TARGET = 0.5         # top generations judged similar at least half as often as the real paraphrase is ...
 GEN_MIN_GAIN = 1.0       # ... judged only once the held-out loss is >= 1 nat/token below the unigram floor
 
 # %% [markdown]
@@ -132,9 +144,9 @@ GEN_MIN_GAIN = 1.0       # ... judged only once the held-out loss is >= 1 nat/to
 # $$M_{ij} = \mathbb 1[s_j = 0] \;+\; \mathbb 1[s_i = 1]\,\mathbb 1[s_j = 1]\,\mathbb 1[j \le i],$$
 #
 # (padding keys never). Segment 0 is read bidirectionally, like BERT; segment 1 reads all of
-# segment 0 and itself causally, like a decoder. Predicting token $t+1$ from position $t$ over the
-# positions of segment 1 is then the seq2seq loss $-\sum_t \log p(b_{t} \mid a, b_{<t})$: the
-# network generates $b$ from $a$.
+# segment 0 and itself causally, like a decoder. Each token of segment 1 ($b_1, \dots, b_m$ and the final
+# `[SEP]`) is predicted from the position before it — $b_1$ from segment 0's `[SEP]` — which gives the
+# seq2seq loss $-\sum_t \log p(b_{t} \mid a, b_{<t})$: the network generates $b$ from $a$.
 #
 # **The key property.** Take layer $\ell$'s output at a segment-0 position $i$. It attends only to
 # keys with $s_j = 0$, and by induction over layers every one of those keys is itself a function of
@@ -203,20 +215,22 @@ del probe
 # ## 2. The similarity loss and its temperature
 #
 # Each batch holds $B$ pairs in both orders as adjacent rows, $(a_1,b_1), (b_1,a_1), (a_2,b_2), \dots$:
-# $2B$ rows, and row $r$'s partner is row $r \oplus 1$ (0↔1, 2↔3, …). With $h_r$ the row's pooled
-# `[CLS]` vector, normalised, and a scale $s$ (SimBERT: 30),
+# $2B$ rows $r = 0, \dots, 2B-1$, and row $r$'s partner is row $r \oplus 1$ (0↔1, 2↔3, …). With $h_r$ the
+# row's pooled `[CLS]` vector, normalised, and a scale $s$ (SimBERT: 30),
 #
-# $$\ell_{\text{sim}} = \frac{1}{2B}\sum_{r=1}^{2B} -\log
+# $$\ell_{\text{sim}} = \frac{1}{2B}\sum_{r=0}^{2B-1} -\log
 #   \frac{\exp\!\big(s\cos(h_r, h_{r\oplus1})\big)}{\sum_{c \ne r} \exp\!\big(s\cos(h_r, h_c)\big)} .$$
 #
-# It is a $2B$-way classification of the partner among every other row of the batch. The scale is an
+# It is a $(2B-1)$-way classification of the partner among every other row of the batch. The diagonal is
+# masked because a row's cosine with itself is 1, the largest possible: at $s = 30$ it would take nearly all
+# the softmax mass and leave the partner almost no gradient. The scale is an
 # inverse temperature: cosines live in $[-1, 1]$, so without it the softmax could never be confident
 # (at $s=1$ the best odds of the partner against one rival are $e^{2}$); at $s = 30$ a cosine margin of
 # 0.1 is already odds of $e^{3} \approx 20$. Too large a scale makes the loss a hard max over the
 # negatives with vanishing gradient for the rest; §6 compares 30 with 20.
 #
 # **Against sentence-transformers' MultipleNegativesRankingLoss (MNRL)**, the ecosystem's standard:
-# MNRL classifies $b_i$ among $b_1..b_B$ for anchor $a_i$ — $B$ candidates, one direction. SimBERT's
+# MNRL classifies $b_i$ among $b_1, \dots, b_B$ for anchor $a_i$ (a $B$-way choice, one direction). SimBERT's
 # loss differs in two ways: both directions (rows $b_i$ are anchors too), and same-side negatives (row
 # $a_i$ also competes with $a_j$). Masking the same-side entries turns it into exactly the mean of
 # MNRL's two directions; keeping them gives the mean of the two directions of MNRL's
@@ -239,7 +253,8 @@ loss_identity = pd.DataFrame([
      "sentence-transformers": two_way(st_same), "ST form": "MNRL with query_to_query, mean of both ways"}])
 loss_identity["|difference|"] = (loss_identity.kexue - loss_identity["sentence-transformers"]).abs()
 loss_identity_err = float(loss_identity["|difference|"].max())
-report.show(loss_identity, "loss_identity", caption=f"Random float64 vectors, B = 8 pairs, scale {fmt(sim_scale)}", index=False)
+report.show(loss_identity, "loss_identity", caption=f"Random float64 vectors, B = 8 pairs, scale {fmt(sim_scale)}",
+            index=False);
 
 # %% [markdown]
 # ## 3. Data: two translations, verse by verse
@@ -248,33 +263,41 @@ report.show(loss_identity, "loss_identity", caption=f"Random float64 vectors, B 
 # English Bible (modern English), both public domain, from Debian's `sword-text-kjv` and
 # `sword-text-web`, aligned verse by verse (`python -m kexue.data bible_pairs`, checksummed). A verse
 # pair says the same thing in two registers ("thou art" / "you are", reordered clauses, "LORD" /
-# "Yahweh"): paraphrases with a lot of shared words, which matters for reading the results (§5).
+# "Yahweh"): paraphrases with a lot of shared words, which matters for reading the results (§6, §7).
 #
 # The split is **by book**: every fifth book of the canon is a test book, so no verse of a test book
 # (and none of its local vocabulary of names) is seen in training. At this scale only pairs whose
 # both sides fit in `max_len` tokens are kept, and test pairs whose KJV or WEB text repeats
 # elsewhere in the test books are dropped (a repeated verse would make "the" partner ambiguous).
+# One exception to the split: the corpus-only output layer (§4) lists every token the corpus uses, test
+# books included, so it knows *which* tokens exist, though never in what context; the table below counts
+# the tokens only the test books use. The reference's simplified vocabulary is a fixed filter instead.
 
 # %%
 # Each seed draws its own retrieval pool (and paraphrases its first verses), shared by every arm with
 # that seed: the spread over seeds then holds the choice of test verses as well as the training noise.
 pools = {seed + k: np.sort(np.random.default_rng(seed + k).choice(len(split.test), size=min(pool, len(split.test)),
                                                                   replace=False)) for k in range(max(seeds, control_seeds))}
-pool_idx = pools[seed]
-gen_idx = pool_idx[:gen_queries]
+# the verses to paraphrase: a random draw from the seed's pool (the pool itself is sorted by position)
+gen_sets = {s_: np.random.default_rng(10_000 + s_).choice(idx, size=min(gen_queries, len(idx)), replace=False)
+            for s_, idx in pools.items()}
+pool_idx, gen_idx = pools[seed], gen_sets[seed]
 out_vocab = (corpus_vocab([t for pair in split.train + split.test for t in pair], [SEP]) if vocab == "corpus"
              else None)
+train_tokens = {t for pair in split.train for sent in pair for t in sent}
+test_only = (sorted(set(out_vocab.tolist()) - train_tokens - {SEP}) if out_vocab is not None else [])
 data_table = pd.DataFrame([
     {"part": "verse pairs (all books)", "count": len(rows)},
     {"part": f"train pairs (≤ {max_len} tokens a side)", "count": len(split.train)},
     {"part": f"test pairs ({len(split.test_books)} books, deduplicated)", "count": len(split.test)},
     {"part": "retrieval pool (test), drawn per seed", "count": len(pool_idx)},
     {"part": "verses paraphrased per arm and seed", "count": len(gen_idx)},
-    {"part": "output vocabulary (tokens the corpus uses)" if out_vocab is not None else "output vocabulary (full)",
-     "count": len(out_vocab) if out_vocab is not None else tok.vocab_size}])
+    {"part": "output vocabulary (tokens the corpus uses, train and test books)" if out_vocab is not None
+             else "output vocabulary (full)", "count": len(out_vocab) if out_vocab is not None else tok.vocab_size},
+    {"part": "… of which only in test books", "count": len(test_only)}])
 report.show(data_table, "data", caption="Test books: " + ", ".join(split.test_books), index=False)
 report.show(pd.DataFrame([{"KJV": k, "WEB": w} for k, w in split.test_text[:4]]), caption="Test pairs (first four)",
-            index=False)
+            index=False);
 
 # %% [markdown]
 # ## 4. The model
@@ -292,10 +315,11 @@ report.show(pd.DataFrame([{"KJV": k, "WEB": w} for k, w in split.test_text[:4]])
 #   all-MiniLM-L6-v2 is used with *mean pooling* instead — the zero-shot anchor below uses that.
 # * **It was already trained contrastively** on about a billion sentence pairs (Quora duplicates,
 #   WikiAnswers, and more). Any retrieval it shows is partly that training, a confound for
-#   "SimBERT's loss gives retrieval". Two controls separate the two: the zero-shot model, and the
-#   same architecture trained from random initialisation under the same budget.
+#   "SimBERT's loss gives retrieval". Two controls are meant to separate the two: the zero-shot model,
+#   and the same architecture trained from random initialisation under the same budget (§5 reports
+#   whether that control trains at all at this budget).
 #
-# **Scale.** The reference trained BERT-base for about four days on a 22 GB GPU, batch 128, lr 2e-6.
+# **Scale.** The reference trained BERT-base for about four days on a 22 GB GPU, batch 128 rows (64 pairs), lr 2e-6.
 # Here every arm gets the same `steps` AdamW updates of `batch_pairs` pairs (2× rows) at a larger
 # learning rate (linear warm-up over 10%, then linear decay; the new head at its own, larger
 # `head_lr`, since it starts from nothing), so the comparison is between arms at a fixed, small budget. The similarity-only arms encode only `[CLS] x [SEP]`: by §1 their loss is
@@ -347,27 +371,38 @@ results, histories, generations = [], {}, {}
 for arm in ARMS:
     for k in range(n_seeds[arm.name]):
         s_ = seed + k
-        out = run_arm(arm, P, tok, split, pools[s_], pools[s_][:gen_queries], out_vocab, s_, device=dev, judge=judge)
+        out = run_arm(arm, P, tok, split, pools[s_], gen_sets[s_], out_vocab, s_, device=dev, judge=judge)
         results.append({"arm": arm.name, "seed": seed + k, **out["metrics"]})   # times: status.json, benchmark
         histories[(arm.name, seed + k)] = out["history"]
         if out["generations"]:
             generations[(arm.name, seed + k)] = out["generations"]
         print(f"{arm.name:38s} seed {seed + k}: MRR {out['metrics']['mrr']:.3f}")
 runs = pd.DataFrame(results)
-report.table(runs, "runs", index=False)
+report.table(runs, "runs", index=False);
 
 # %% [markdown]
 # ### Training curves
 #
 # The loss of every trained arm and seed (lines of one colour are the seeds of one arm). The joint
 # arm's total is the sum of its two parts; the seq2seq part starts near $\log V$ because the head is new.
+# Two reference lines: chance for the similarity loss, $\log(2B-1)$ (every other row equally likely),
+# and for the seq2seq loss the *unigram floor* of §7 (predicting every token from its training frequency).
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-panels = [("similarity", "similarity loss (in-batch, 2B-way)"), ("seq2seq", "seq2seq loss [nats/token]"),
-          ("mnrl", "MNRL loss")]
+from kexue.simbert import unigram_loss
+
+# one unigram floor per seed's pool, in seed order (as `per_seed` returns the runs)
+unigram_floors = np.array([unigram_loss(split.train, [split.test[i] for i in idx], SEP,
+                                        len(out_vocab) if out_vocab is not None else tok.vocab_size)
+                           for idx in list(pools.values())[:seeds]])
+unigram_floor = float(unigram_floors.mean())
+chance = math.log(2 * batch_pairs - 1)
+
+fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+panels = [("similarity", "similarity loss (in-batch)", "nats, log scale"), ("seq2seq", "seq2seq loss", "nats/token"),
+          ("mnrl", "MNRL loss", "nats")]
 palette = dict(zip([a.name for a in ARMS if a.objective != "none"], sns.color_palette("tab10")))
-for ax, (part, title) in zip(axes, panels):
+for ax, (part, title, unit) in zip(axes, panels):
     shown = set()
     for (name, s), hist in histories.items():
         vals = [h.get(part) for h in hist]
@@ -376,27 +411,57 @@ for ax, (part, title) in zip(axes, panels):
         ax.plot([h["step"] for h in hist], vals, color=palette[name], lw=1, alpha=0.8,
                 label=None if name in shown else name)
         shown.add(name)
-    ax.set_title(title)
-    ax.set_xlabel("step")
+    if part == "similarity":
+        ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance, log(2B−1) = {chance:.2f}")
+        ax.set_yscale("log")
+    if part == "seq2seq":
+        ax.axhline(unigram_floor, color="k", ls="--", lw=1, label=f"unigram floor {unigram_floor:.2f}")
+    ax.set(title=title, xlabel="step", ylabel=unit)
     if shown:
         ax.legend(fontsize=7)
-report.figure(fig, "training_curves", f"Training losses, {steps} steps of {batch_pairs} pairs; every seed drawn.")
+fig.tight_layout()
+report.figure(fig, "training_curves", f"Training losses, {steps} steps of {batch_pairs} pairs; every seed drawn. "
+              "Dashed: chance for the similarity loss, the unigram floor (mean over the seeds' pools) for the "
+              "seq2seq loss.")
+
+
+def final_loss(name, part, last=5):
+    """Mean over seeds of the mean of the last `last` logged values of one loss part."""
+    return float(np.mean([np.mean([h[part] for h in hist[-last:]]) for (n, _), hist in histories.items() if n == name]))
+
+
+rand = runs[runs.arm == "joint, random init"]
+rand_sim = final_loss("joint, random init", "similarity")
+report.note(
+    f"**The random-initialisation control** ends its training with a similarity loss of {rand_sim:.2f} against "
+    f"chance {chance:.2f} (the pretrained joint arm: {final_loss('joint (SimBERT)', 'similarity'):.2f}); its "
+    f"vectors give partners a mean cosine of {rand.cos_partner.mean():.3f} and non-partners "
+    f"{rand.cos_other.mean():.3f}. "
+    + ("It has not learned the similarity task at this budget: its vectors sit almost on one direction, so "
+       "its retrieval is word overlap passed through a random network and its threshold and generation numbers "
+       "say nothing. As a control for what pretraining contributes it shows only that "
+       f"{steps} steps do not train a network from scratch."
+       if rand_sim > 0.9 * chance else "It has learned the task in part: it is a control for what pretraining adds."))
 
 # %% [markdown]
 # ## 6. Retrieval on the held-out books
 #
 # Each KJV verse of the pool is a query; the WEB verses of the pool are the candidates; the true
-# partner's rank gives top-1, MRR and recall@k. "Threshold accuracy" is the article's rule of thumb —
-# call two sentences similar when their cosine is at least 0.9 — on every true pair and one random
-# non-partner per query (balanced, the same negatives for every arm).
+# partner's rank gives top-1, MRR and recall@k. "Threshold accuracy" scores a fixed rule of thumb —
+# call two sentences similar when their cosine is at least `threshold` (0.9 here; the article itself names
+# no threshold) — on every true pair and one random non-partner per query (balanced, the same negatives
+# for every arm).
 
 # %%
+J, S, Q, Z = "joint (SimBERT)", "similarity only", "seq2seq only", "zero-shot MiniLM (mean pooling)"
+
+
 def spread(v, digits=3):
     v = np.asarray(v, float)
     return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
 
 
-# The lexical floor: KJV and WEB share many words, so bag-of-words similarity already retrieves.
+# The lexical baseline: KJV and WEB share many words, so bag-of-words similarity already retrieves.
 from sklearn.feature_extraction.text import TfidfVectorizer
 from kexue.simbert import retrieval_metrics
 
@@ -409,7 +474,7 @@ lexical = pd.DataFrame([retrieval_metrics(as_unit([split.test_text[i][0] for i i
 retrieval_cols = ["top1", "mrr", "recall@5", "recall@10", "threshold_acc", "cos_partner", "cos_other"]
 retrieval = pd.DataFrame([{"arm": a.name, "seeds": n_seeds[a.name],
                            **{c: spread(runs.loc[runs.arm == a.name, c]) for c in retrieval_cols}} for a in ARMS]
-                         + [{"arm": "lexical floor (TF-IDF cosine, no training)", "seeds": len(lexical),
+                         + [{"arm": "lexical baseline (TF-IDF cosine, no training)", "seeds": len(lexical),
                              **{c: spread(lexical[c]) for c in retrieval_cols}}])
 report.show(retrieval, "retrieval", caption=f"Retrieval over {len(pool_idx)} held-out pairs, a pool drawn per seed "
                                             f"(mean ± sd over seeds; untrained rows: over the pools)", index=False)
@@ -419,19 +484,39 @@ order = [a.name for a in ARMS]
 sns.stripplot(data=runs, y="arm", x="mrr", order=order, ax=ax, color="k", size=5, jitter=0.15)
 means = runs.groupby("arm").mrr.mean().reindex(order)
 ax.scatter(means.values, range(len(order)), marker="|", s=400, color="tab:red", label="mean")
-ax.axvline(lexical["mrr"].mean(), color="grey", ls="--", lw=1, label="lexical floor (TF-IDF, mean over pools)")
+ax.axvline(lexical["mrr"].mean(), color="grey", ls="--", lw=1, label="lexical baseline (TF-IDF, mean over pools)")
 ax.set_xlabel(f"MRR of the partner among {len(pool_idx)} held-out verses")
 ax.set_ylabel("")
-ax.legend(loc="lower right")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+fig.tight_layout()
 report.figure(fig, "retrieval_mrr", "MRR per arm; dots are seeds (paired: same pool, same batches, same head "
                                     "initialisation).")
+
+arm_mrr = runs.groupby("arm").mrr.mean()
+lex_mrr = float(lexical.mrr.mean())
+beat_lexical = [n for n in order if arm_mrr[n] > lex_mrr]
+lex_misses = float((1 - lexical.top1).mean() * len(pool_idx))
+report.note(
+    f"**Reading the retrieval table.** The bag-of-words baseline already reaches MRR {spread(lexical.mrr)} (top-1 "
+    f"misses on {lex_misses:.0f} of {len(pool_idx)} queries): KJV and WEB share most of their words, so this test "
+    "sits near its ceiling and separates arms only in the third decimal. "
+    + (f"Only {', '.join(beat_lexical)} beat{'s' if len(beat_lexical) == 1 else ''} it on average. " if beat_lexical
+       else "No arm beats it on average. ")
+    + f"Top-1 errors: joint {1 - runs[runs.arm == J].top1.mean():.3f}, similarity only "
+    f"{1 - runs[runs.arm == S].top1.mean():.3f}, MNRL {1 - runs[runs.arm == 'MNRL (sentence-transformers)'].top1.mean():.3f}, "
+    f"similarity only with mean pooling {1 - runs[runs.arm == 'similarity only, mean pooling'].top1.mean():.3f}: "
+    f"the margin of §0, {MRR_MARGIN} in MRR, is of the order of the whole error left. The gap between the joint arm "
+    f"and MNRL ({arm_mrr[J] - arm_mrr['MNRL (sentence-transformers)']:+.3f}) is mostly the pooling: similarity only "
+    f"with mean pooling reaches {arm_mrr['similarity only, mean pooling']:.3f} against MNRL's "
+    f"{arm_mrr['MNRL (sentence-transformers)']:.3f}. all-MiniLM-L6-v2 was trained for mean pooling; its "
+    f"`[CLS]` + pooler readout starts at {arm_mrr['zero-shot MiniLM ([CLS] + pooler)']:.3f}.")
 
 # %% [markdown]
 # ## 7. Generation
 #
-# For each of the first verses of the pool, the model samples `gen_candidates` continuations of
-# `[CLS] kjv [SEP]` token by token (top-k), drops duplicates and ranks them by cosine to the input with
-# its own retrieval vector — SimBERT's recipe. The top candidate is scored against the other
+# For `gen_queries` verses drawn at random from each seed's pool, the model samples `gen_candidates`
+# continuations of `[CLS] kjv [SEP]` token by token (top-k), drops duplicates and copies of the input and
+# ranks the rest by cosine to the input with its own retrieval vector — SimBERT's recipe. The top candidate is scored against the other
 # translation (sacrebleu chrF and BLEU; lower-cased on both sides, as the tokenizer is uncased),
 # for diversity (distinct-1/2), for copying (equal to the input up to case and punctuation), and by
 # the independent judge of §0. "Copy the input" is the baseline any paraphraser must be read
@@ -440,42 +525,72 @@ report.figure(fig, "retrieval_mrr", "MRR per arm; dots are seeds (paired: same p
 # Two floors put the numbers in place. The *unigram floor* is the held-out loss of a model that
 # predicts every token from its training frequency and ignores the input: a seq2seq loss near it
 # means the model has not yet learned to condition on `a`, and what it samples is word salad however
-# it is ranked. The *copy baseline* is the other end: the input itself, scored as if it were the
-# generation.
+# it is ranked. The *conditioning gain* asks the same question directly: the held-out loss when each
+# target follows another verse's `a`, minus the loss after its own — zero for a model that ignores its
+# input, however low its loss. The *copy baseline* is the other end: the input itself, scored as if it
+# were the generation. The **reference row** scores the true paraphrase, the WEB verse, as if it were the
+# generation: how often the judge accepts a real paraphrase sets the scale for the generation target
+# (§0: a generator must be accepted at least `GEN_TARGET` times as often as the real paraphrase is).
 
 # %%
-from kexue.simbert import generation_metrics, generation_rule, unigram_loss
+from kexue.simbert import generation_metrics, generation_rule
 
-# one floor per seed's pool, in seed order (as `per_seed` returns the runs)
-unigram_floors = np.array([unigram_loss(split.train, [split.test[i] for i in idx], SEP,
-                                        len(out_vocab) if out_vocab is not None else tok.vocab_size)
-                           for idx in list(pools.values())[:seeds]])
-unigram_floor = float(unigram_floors.mean())
-
-gen_cols = ["seq2seq_loss", "chrf", "bleu", "chrf_vs_source", "distinct1", "distinct2", "copy_rate", "pass_threshold",
-            "judge_pass"]
+gen_cols = ["seq2seq_loss", "conditioning_gain", "chrf", "bleu", "chrf_vs_source", "distinct1", "distinct2",
+            "copy_rate", "pass_threshold", "judge_pass"]
 gen_arms = [a.name for a in ARMS if a.generate]
 gen_table = pd.DataFrame([{"arm": n, "seeds": n_seeds[n], **{c: spread(runs.loc[runs.arm == n, c]) for c in gen_cols}}
                           for n in gen_arms])
-copy_base = pd.DataFrame([generation_metrics([g_["kjv"] for g_ in gens], [g_["web"] for g_ in gens],
-                                             [g_["kjv"] for g_ in gens], [1.0] * len(gens), threshold)
-                          for (name, _), gens in generations.items() if name == gen_arms[0]])
-gen_table = pd.concat([gen_table, pd.DataFrame([{"arm": "copy the input (baseline)", "seeds": len(copy_base),
-                                                 **{c: spread(copy_base[c]) for c in gen_cols if c in copy_base}}])],
-                      ignore_index=True)
-report.show(gen_table, "generation", caption=f"Top-ranked generation of {len(gen_idx)} held-out KJV verses against the "
-                                             f"WEB verse; seq2seq_loss is the teacher-forced held-out loss over the whole "
-                                             f"pool [nats/token] (unigram floor {spread(unigram_floors, 2)}); pass_threshold uses the model's own cosine, judge_pass "
-                                             f"the zero-shot judge's", index=False)
+
+
+def as_generation(gens, pick):
+    """Score `pick(verse)` (a text) as if it were the top generation for each verse of one seed."""
+    src, hyp, ref = [g_["kjv"] for g_ in gens], [pick(g_) for g_ in gens], [g_["web"] for g_ in gens]
+    row = generation_metrics(hyp, ref, src, [1.0] * len(gens), threshold)
+    del row["pass_threshold"]                   # no model ranked these texts: only the judge's cosine applies
+    row["judge_pass"] = float(((judge(src) * judge(hyp)).sum(-1) >= threshold).double().mean())
+    return row
+
+
+# the verses of each seed (the joint arm's generations carry them)
+seed_verses = [gens for (name, _), gens in sorted(generations.items()) if name == gen_arms[0]]
+copy_base = pd.DataFrame([as_generation(gens, lambda g_: g_["kjv"]) for gens in seed_verses])
+reference_row = pd.DataFrame([as_generation(gens, lambda g_: g_["web"]) for gens in seed_verses])
+gen_table = pd.concat([gen_table, pd.DataFrame(
+    [{"arm": label, "seeds": len(frame), **{c: spread(frame[c]) for c in gen_cols if c in frame}}
+     for label, frame in (("copy the input (baseline)", copy_base),
+                          ("reference: the WEB verse itself", reference_row))])], ignore_index=True).fillna("—")
+report.show(gen_table, "generation", caption=f"Top-ranked generation of {len(gen_idx)} held-out KJV verses per seed "
+                                             f"against the WEB verse; seq2seq_loss: teacher-forced held-out loss over "
+                                             f"the seed's pool [nats/token] (unigram floor {spread(unigram_floors, 2)}); "
+                                             "conditioning_gain: that loss after another verse's a, minus it; "
+                                             "pass_threshold uses the model's own cosine, judge_pass the zero-shot "
+                                             "judge's. —: not defined for that row.", index=False)
+gen_target = GEN_TARGET * float(reference_row.judge_pass.mean())
 
 examples = []
 for g_ in generations[(gen_arms[0], seed)][:6]:
-    for rank, (text, cos) in enumerate(g_["candidates"][:3], 1):
+    judged = (judge([g_["kjv"]]) * judge([c for c, _ in g_["candidates"][:3]] or [""])).sum(-1).tolist()
+    for rank, ((text, cos), jc) in enumerate(zip(g_["candidates"][:3], judged), 1):
         examples.append({"input (KJV)": g_["kjv"] if rank == 1 else "", "reference (WEB)": g_["web"] if rank == 1 else "",
-                         "rank": rank, "candidate": text, "cosine (own)": cos})
+                         "rank": rank, "candidate": text, "cosine (own)": round(cos, 3), "cosine (judge)": round(jc, 3)})
 report.show(pd.DataFrame(examples), "generation_examples",
-            caption=f"{gen_arms[0]}, seed {seed}: the three best-ranked of {gen_candidates} samples (top-{topk}) "
-                    f"for held-out verses", index=False)
+            caption=f"{gen_arms[0]}, seed {seed}: up to three best-ranked of {gen_candidates} samples (top-{topk}; fewer "
+                    "where samples repeat or copy the input) for held-out verses, with the model's own cosine to the "
+                    "input (the ranking) and the zero-shot judge's", index=False);
+
+j_runs, q_runs = runs[runs.arm == J], runs[runs.arm == Q]
+report.note(
+    f"**Reading the generation table.** After {steps} steps the joint model's held-out loss is "
+    f"{spread(unigram_floors - j_runs.seq2seq_loss.to_numpy(), 2)} nats/token below the unigram floor (seq2seq only: "
+    f"{spread(unigram_floors - q_runs.seq2seq_loss.to_numpy(), 2)}), and reading its own input rather than another "
+    f"verse's lowers the loss by {spread(j_runs.conditioning_gain, 3)} nats/token (seq2seq only: "
+    f"{spread(q_runs.conditioning_gain, 3)}). Its top candidates score chrF {spread(j_runs.chrf, 1)} against the WEB "
+    f"verse, where copying the input scores {spread(copy_base.chrf, 1)}; the judge accepts "
+    f"{spread(j_runs.judge_pass, 2)} of them, the real paraphrase {spread(reference_row.judge_pass, 2)}. "
+    + ("At this budget the model has barely begun to generate: the generation claims are not decided here; the "
+       "`gpu` preset (scales.yaml) trains long enough to reach the gate of §0."
+       if (unigram_floors - j_runs.seq2seq_loss.to_numpy()).mean() < GEN_MIN_GAIN else
+       "The model generates: the claims of §8 are judged on these numbers."))
 
 # %% [markdown]
 # ### Speed
@@ -499,20 +614,20 @@ if bench_path.exists():
                   f"vocabulary costs {t['joint, full vocabulary']['time_vs_chapter_joint']:.2f}× its time; similarity "
                   f"on prefixes takes {t['similarity only, prefixes (chapter)']['time_vs_chapter_joint']:.2f}× and on "
                   f"full rows {t['similarity only, full rows']['time_vs_chapter_joint']:.2f}×; generation "
-                  f"{bench['generation']['sentences_per_second']:.1f} sentences/s")
+                  f"{bench['generation']['sentences_per_second']:.1f} sentences/s (with a head trained for a few "
+                  f"steps, so candidates mostly run to the {bench['max_len']}-token limit: the slow end)")
     report.note(f"**Measured:** {speed_text}.")
 else:
     report.note(f"`{bench_path.relative_to(ROOT)}` is missing: run the `05_simbert_benchmark` stage first.")
 
 # %% [markdown]
-# ## 8. Verdicts on the article's claims
+# ## 8. Verdicts on the article's claims, then the chapter's probes
 
 # %%
 def per_seed(name, col):
     return runs.loc[runs.arm == name].sort_values("seed")[col].to_numpy()
 
 
-J, S, Q, Z = "joint (SimBERT)", "similarity only", "seq2seq only", "zero-shot MiniLM (mean pooling)"
 both_retrieval = verdicts.equivalence(per_seed(J, "mrr"), per_seed(S, "mrr"), MRR_MARGIN, paired=True, alpha=ALPHA,
                                       names=("MRR joint", "similarity only"))
 both_generation = verdicts.equivalence(per_seed(J, "seq2seq_loss"), per_seed(Q, "seq2seq_loss"), NLL_MARGIN,
@@ -526,9 +641,13 @@ if s2s_gate.verdict != verdicts.SUPPORTED:
                                        f"{both_generation.evidence} (not judged)", s2s_gate.p)
 sim_gives = verdicts.superiority(per_seed(J, "mrr"), per_seed(Q, "mrr"), paired=True, alpha=ALPHA, margin=MRR_MARGIN,
                                  names=("MRR joint", "seq2seq only"), margin_first=True)
+ZC = "zero-shot MiniLM ([CLS] + pooler)"
+over_start = verdicts.superiority(per_seed(J, "mrr"), per_seed(ZC, "mrr"), paired=True, alpha=ALPHA,
+                                  margin=MRR_MARGIN, names=("MRR joint", "its start, MiniLM's [CLS] + pooler"),
+                                  margin_first=True)
 over_zero = verdicts.superiority(per_seed(J, "mrr"), per_seed(Z, "mrr"), paired=True, alpha=ALPHA,
                                  margin=MRR_MARGIN, names=("MRR joint", "zero-shot MiniLM (mean pooling)"), margin_first=True)
-gen_v = generation_rule(per_seed(J, "judge_pass"), per_seed(J, "seq2seq_loss"), unigram_floors, GEN_TARGET,
+gen_v = generation_rule(per_seed(J, "judge_pass"), per_seed(J, "seq2seq_loss"), unigram_floors, gen_target,
                         GEN_MIN_GAIN, ALPHA)
 scale_v = verdicts.superiority(per_seed(S, "mrr"), per_seed(f"similarity only, scale {fmt(alt_scale)}", "mrr"),
                                paired=True, alpha=ALPHA, margin=MRR_MARGIN,
@@ -543,27 +662,38 @@ claims = report.claims([
      "evidence": f"§1, all-MiniLM-L6-v2, {n_probe} test verses with another b: {prefix_v.evidence}; without the mask "
                  f"{fmt(invariance['without the mask'], 2)}",
      "verdict": prefix_v.verdict},
-    {"claim": "So one model gets both abilities: the joint model retrieves as well as similarity-only training",
-     "evidence": f"§6, {seeds} paired seeds, {steps} steps: {both_retrieval.evidence}",
+    {"claim": "One model, both abilities: adding the seq2seq loss costs no retrieval (joint as good as similarity "
+              "only)",
+     "evidence": f"§6, {seeds} paired seeds, {steps} steps: {both_retrieval.evidence}; the seq2seq part is still "
+                 f"near the unigram floor at this budget ({spread(unigram_floors - per_seed(J, 'seq2seq_loss'), 2)} "
+                 "nats/token below it), so interference has had little chance to show",
      "verdict": both_retrieval.verdict},
-    {"claim": "… and generates as well as seq2seq-only training (held-out seq2seq loss)",
+    {"claim": "… and adding the similarity loss costs no generation (held-out seq2seq loss, joint as good as "
+              "seq2seq only)",
      "evidence": f"§7, {seeds} paired seeds: {both_generation.evidence}",
      "verdict": both_generation.verdict},
-    {"claim": "The similarity task is what makes the [CLS] vector retrieve (joint beats seq2seq only)",
-     "evidence": f"§6, {seeds} paired seeds: {sim_gives.evidence}",
+    {"claim": "The similarity loss is what trains the [CLS] vector for retrieval (joint beats seq2seq only)",
+     "evidence": f"§6, {seeds} paired seeds: {sim_gives.evidence}; untrained, MiniLM's [CLS] + pooler scores "
+                 f"{spread(per_seed(ZC, 'mrr'))}",
      "verdict": sim_gives.verdict},
-    {"claim": "SimBERT fine-tuning improves retrieval over its pretrained start (zero-shot all-MiniLM-L6-v2)",
-     "evidence": f"§6: {over_zero.evidence}; control from random init: MRR {spread(random_mrr)} ({len(random_mrr)} seeds)",
-     "verdict": over_zero.verdict},
-    {"claim": "The model generates similar sentences (sampled, ranked by cosine; the article's 0.9 rule)",
-     "evidence": f"§7, {len(gen_idx)} held-out verses × {seeds} seeds, judged by zero-shot MiniLM: {gen_v.evidence}; "
-                 f"copy rate {spread(per_seed(J, 'copy_rate'), 2)}",
+    {"claim": f"The model generates similar sentences (sampled, ranked by cosine; judged at cosine ≥ {threshold:g})",
+     "evidence": f"§7, {len(gen_idx)} held-out verses × {seeds} seeds, judged by zero-shot MiniLM; target "
+                 f"{GEN_TARGET:g} × the real paraphrases' share {float(reference_row.judge_pass.mean()):.2f} = "
+                 f"{gen_target:.2f}: {gen_v.evidence}; copy rate {spread(per_seed(J, 'copy_rate'), 2)}",
      "verdict": gen_v.verdict},
-    {"claim": f"Scale {fmt(sim_scale)} in the similarity loss retrieves better than {fmt(alt_scale)}",
+    {"claim": "(probe) The fine-tune improves retrieval over its own start, MiniLM's [CLS] + pooler",
+     "evidence": f"§6: {over_start.evidence}",
+     "verdict": over_start.verdict},
+    {"claim": "(probe) … and over MiniLM as shipped, mean pooling (trained contrastively on ~1B pairs)",
+     "evidence": f"§6: {over_zero.evidence}; control from random init: MRR {spread(random_mrr)} ({len(random_mrr)} "
+                 "seeds; it did not learn the task at this budget, §5)",
+     "verdict": over_zero.verdict},
+    {"claim": f"(probe) The article's scale {fmt(sim_scale)} retrieves better than {fmt(alt_scale)}",
      "evidence": f"§6, similarity objective, {seeds} paired seeds: {scale_v.evidence}",
      "verdict": scale_v.verdict},
-    {"claim": "The [CLS] vector (linear pooler) is as good a sentence vector as mean pooling",
-     "evidence": f"§6, similarity objective, {seeds} paired seeds: {pool_v.evidence}",
+    {"claim": "(probe) The [CLS] vector (linear pooler) is as good a sentence vector as mean pooling",
+     "evidence": f"§6, similarity objective, {seeds} paired seeds: {pool_v.evidence}; MiniLM was pretrained for mean "
+                 "pooling and its pooler never trained, which favours mean pooling here",
      "verdict": pool_v.verdict},
     {"claim": "(anchor) SimBERT's joint fine-tune retrieves as well as sentence-transformers' MNRL fine-tune",
      "evidence": f"§6, same pairs and steps, {seeds} paired seeds: {mnrl_v.evidence}",
@@ -586,14 +716,8 @@ for a in ARMS:
             live.log_metric(f"generation/{key}/chrf_sd", float(vals.chrf.std(ddof=1)), plot=False)
 live.log_metric("generation/copy_baseline_chrf", float(copy_base["chrf"].mean()), plot=False)
 live.log_metric("generation/unigram_floor", unigram_floor, plot=False)
-live.log_metric("retrieval/lexical_floor/mrr", float(lexical["mrr"].mean()), plot=False)
+live.log_metric("retrieval/lexical_baseline/mrr", float(lexical["mrr"].mean()), plot=False)
 
-report.summary(
-    f"{counts.get('supported', 0)} of {len(claims)} claims supported, {counts.get('not supported', 0)} not supported, "
-    f"{counts.get('inconclusive at this scale', 0)} inconclusive at this scale. After {steps} steps of {batch_pairs} "
-    f"verse pairs: held-out MRR joint {spread(per_seed(J, 'mrr'))}, similarity only {spread(per_seed(S, 'mrr'))}, "
-    f"zero-shot MiniLM {spread(per_seed(Z, 'mrr'))}; top generation chrF {spread(per_seed(J, 'chrf'), 1)} against "
-    f"copying the input {spread(copy_base['chrf'], 1)}.")
 
 # %% [markdown]
 # ## 9. Summary
@@ -605,12 +729,13 @@ report.finding(f"**Prefix invariance.** On all-MiniLM-L6-v2 under UniLM's mask, 
 report.finding(f"**Retrieval ({len(pool_idx)} held-out verses, {seeds} seeds, {steps} steps).** MRR: "
                + ", ".join(f"{n} {spread(per_seed(n, 'mrr'))}" for n in
                            (J, S, Q, "MNRL (sentence-transformers)", "joint, random init"))
-               + f"; zero-shot MiniLM (mean pooling) {spread(per_seed(Z, 'mrr'))}; the lexical floor (TF-IDF cosine) "
+               + f"; zero-shot MiniLM (mean pooling) {spread(per_seed(Z, 'mrr'))}; the lexical baseline (TF-IDF cosine) "
                  f"{spread(lexical['mrr'])}.")
 report.finding(f"**Generation.** Top-ranked candidate chrF against the WEB verse: joint "
                f"{spread(per_seed(J, 'chrf'), 1)}, seq2seq only {spread(per_seed(Q, 'chrf'), 1)}; copying the KJV "
-               f"input scores {spread(copy_base['chrf'], 1)}. Share judged similar (cosine ≥ 0.9): "
-               f"{spread(per_seed(J, 'judge_pass'), 2)} → {gen_v.verdict}.")
+               f"input scores {spread(copy_base['chrf'], 1)}. Share judged similar (cosine ≥ {threshold:g}): "
+               f"{spread(per_seed(J, 'judge_pass'), 2)}, real paraphrases {spread(reference_row.judge_pass, 2)} → "
+               f"{gen_v.verdict}.")
 report.note((f"* Benchmark (`05_simbert_benchmark`): {speed_text}.\n" if speed_text else "")
             + f"* The similarity loss agrees with sentence-transformers' MNRL forms to {fmt(loss_identity_err, 2)}.")
 
@@ -621,5 +746,18 @@ report.note((f"* Benchmark (`05_simbert_benchmark`): {speed_text}.\n" if speed_t
 # counts only if it comes out the same there.
 
 # %%
-report.verify(claims, live.summary, ROOT / "reports" / "05_simbert" / "rerun")
+checked = report.verify(claims, live.summary, ROOT / "reports" / "05_simbert" / "rerun")
+kept = checked.verdict == checked.verdict_on_rerun
+article = ~checked.claim.str.startswith("(")
+report.summary(
+    f"Of the article's {int(article.sum())} claims, {int((article & (checked.verdict == 'supported')).sum())} supported, "
+    f"{int((article & (checked.verdict == 'not supported')).sum())} not supported, "
+    f"{int((article & (checked.verdict == 'inconclusive at this scale')).sum())} inconclusive at this scale "
+    f"(plus {int((~article).sum())} probes and anchors); {int(kept.sum())} of {len(checked)} verdicts kept on a rerun with "
+    f"disjoint seeds. After {steps} steps of {batch_pairs} verse pairs: held-out MRR joint {spread(per_seed(J, 'mrr'))}, "
+    f"similarity only {spread(per_seed(S, 'mrr'))}, zero-shot MiniLM {spread(per_seed(Z, 'mrr'))}, against a "
+    f"bag-of-words baseline of {spread(lexical.mrr)}"
+    + (" that the joint model does not beat" if lex_mrr >= arm_mrr[J] else "") + "; generation "
+    + ("not yet learned" if (unigram_floors - per_seed(J, "seq2seq_loss")).mean() < GEN_MIN_GAIN else "learned")
+    + f" (top candidate chrF {spread(per_seed(J, 'chrf'), 1)}, copying the input {spread(copy_base['chrf'], 1)}).")
 live.end()

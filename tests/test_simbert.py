@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kexue.simbert import (generation_rule, unigram_loss, SimBERT, distinct_n, generation_metrics, pair_batches, train_pairs, both_orders, collate, corpus_vocab, encode_pair, encode_sentences, generate_similar,
+from kexue.simbert import (distinct_candidates, generation_rule, unigram_loss, SimBERT, distinct_n, generation_metrics, pair_batches, train_pairs, both_orders, collate, corpus_vocab, encode_pair, encode_sentences, generate_similar,
                            joint_loss, load_minilm, mnrl_loss, retrieval_metrics, seq2seq_loss, similarity_loss,
                            tiny_bert, unilm_mask)
 
@@ -330,3 +330,11 @@ def test_generation_rule_takes_one_floor_per_seed():
     per_seed_gate = generation_rule([0.9, 0.9, 0.9], loss, floor=[3.0, 6.0, 6.0], target=0.5, min_gain=2.0)
     assert per_seed_gate.verdict == INCONCLUSIVE           # mean gain 3.0 but seed 0 drags the t-bound down
     assert generation_rule([0.9, 0.92, 0.9], loss, [6.0, 6.1, 5.9], 0.5, 1.0).verdict == SUPPORTED
+
+
+def test_distinct_candidates_drops_copies_repeats_and_empty_rows():
+    sep, a = 9, [5, 6, 7]
+    rows = [[5, 6, 7, 9, 0], [1, 2, 9, 3], [9, 4], [1, 2, 9, 9], [3, 3], [5, 6, 7]]
+    # [5 6 7] is the input (cut at [SEP] or not), [] is empty, [1 2] repeats; [3 3] has no [SEP]: kept whole
+    assert distinct_candidates(rows, a, sep) == [[1, 2], [3, 3]]
+    assert distinct_candidates([[5, 6, 9]], a, sep) == [[5, 6]]          # a prefix of the input is not a copy

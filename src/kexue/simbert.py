@@ -332,10 +332,24 @@ class Candidate:
 
 
 @torch.no_grad()
+def distinct_candidates(rows: Sequence[Sequence[int]], a_ids: Sequence[int], sep_id: int) -> list[list[int]]:
+    """Sampled rows cut at their first [SEP]; empty ones, repeats and copies of the input `a_ids` dropped
+    (first occurrence kept, in order)."""
+    outs, seen = [], {tuple(a_ids)}
+    for row in rows:
+        row = list(row)
+        b = row[:row.index(sep_id)] if sep_id in row else row
+        if b and tuple(b) not in seen:
+            seen.add(tuple(b))
+            outs.append(b)
+    return outs
+
+
 def generate_similar(model: SimBERT, a_ids: Sequence[int], cls_id: int, sep_id: int, n: int = 8, topk: int = 8,
                      max_len: int = 32, generator: torch.Generator | None = None) -> list[Candidate]:
     """SimBERT's generation: sample `n` continuations `b` of `[CLS] a [SEP]` token by token (top-k),
-    stop each at its `[SEP]`, drop duplicates and empty ones, rank by cosine to `a`'s sentence vector
+    stop each at its `[SEP]`, drop duplicates, empty ones and copies of `a` (as the reference's
+    `gen_synonyms` does: a copy would always rank first), rank by cosine to `a`'s sentence vector
     (the model's own retrieval encoder). Returns candidates, most similar first."""
     _check("n", n, n >= 1, "must be >= 1")
     _check("topk", topk, topk >= 1, "must be >= 1")
@@ -360,12 +374,7 @@ def generate_similar(model: SimBERT, a_ids: Sequence[int], cls_id: int, sep_id: 
         done |= nxt == sep_id
         if bool(done.all()):
             break
-    outs, seen = [], set()
-    for row in ids[:, len(a):].tolist():
-        b = row[:row.index(sep_id)] if sep_id in row else row
-        if b and tuple(b) not in seen:
-            seen.add(tuple(b))
-            outs.append(b)
+    outs = distinct_candidates(ids[:, len(a):].tolist(), list(a_ids)[:max_len], sep_id)
     model.train(was)
     if not outs:
         return []
@@ -592,7 +601,12 @@ def run_arm(arm: Arm, p: "SimbertParams", tok, split: PairSplit, pool_idx: Seque
     d = encode_sentences(model, [split.test[i][1] for i in pool_idx], cls_id, sep_id, p.max_len)
     metrics = retrieval_metrics(q, d, threshold=p.threshold, seed=0)      # same negatives for every arm
     if arm.objective in ("joint", "seq2seq"):
-        metrics["seq2seq_loss"] = seq2seq_eval_loss(model, [split.test[i] for i in pool_idx], cls_id, sep_id, p.max_len)
+        pairs = [split.test[i] for i in pool_idx]
+        metrics["seq2seq_loss"] = seq2seq_eval_loss(model, pairs, cls_id, sep_id, p.max_len)
+        # the same targets after another verse's a: how much the loss owes to reading the input at all
+        mismatched = [(pairs[j - 1][0], pairs[j][1]) for j in range(len(pairs))]
+        metrics["conditioning_gain"] = (seq2seq_eval_loss(model, mismatched, cls_id, sep_id, p.max_len)
+                                        - metrics["seq2seq_loss"])
     generations = []
     if arm.generate:
         g = torch.Generator(device=device).manual_seed(seed)
