@@ -128,6 +128,19 @@ def test_all_of_combines_parts():
         Verdict("true", "x")
 
 
+def test_same_either_way_needs_every_measure_to_agree():
+    from kexue.verdicts import same_either_way
+    s, n, i = Verdict(SUPPORTED, "s", 0.01), Verdict(NOT_SUPPORTED, "n", 0.01), Verdict(INCONCLUSIVE, "i", 0.3)
+    assert same_either_way([s, s]).verdict == SUPPORTED
+    assert same_either_way([n, n]).verdict == NOT_SUPPORTED
+    both = same_either_way([s, n], label="smoother")
+    assert both.verdict == INCONCLUSIVE
+    assert both.evidence == "smoother: s → supported; n → not supported; the measures disagree"
+    assert same_either_way([i, i]).verdict == INCONCLUSIVE
+    with pytest.raises(ValueError):
+        same_either_way([])
+
+
 def test_time_to_event_ranks_the_never_marker_beyond_every_count():
     adax = [-1, -1, -1, 900, -1]           # mostly "longer than the run": the strongest evidence
     adam = [240, 250, 230, 245, 238]

@@ -202,6 +202,19 @@ def all_of(parts: list[Verdict], label: str = "", show_parts: bool = False) -> V
     return Verdict(verdict, evidence, max((p.p for p in parts if np.isfinite(p.p)), default=float("nan")), parts)
 
 
+def same_either_way(parts: list[Verdict], label: str = "") -> Verdict:
+    """A claim measured in several defensible ways, none preferred in advance: their common verdict when
+    every measure gives the same one, otherwise inconclusive (the answer depends on the measure).
+    Each part's evidence ends with its own verdict."""
+    if not parts:
+        raise ValueError("same_either_way needs at least one part")
+    words = {p.verdict for p in parts}
+    verdict = parts[0].verdict if len(words) == 1 else INCONCLUSIVE
+    evidence = ((label + ": " if label else "") + "; ".join(f"{p.evidence} → {p.verdict}" for p in parts)
+                + ("" if len(words) == 1 else "; the measures disagree"))
+    return Verdict(verdict, evidence, max((p.p for p in parts if np.isfinite(p.p)), default=float("nan")), parts)
+
+
 def superiority_family(comparisons: dict[str, tuple], paired: bool, alpha: float = 0.05,
                        higher_is_better: bool = True, unit: str = "",
                        margins: dict[str, float] | None = None) -> dict[str, Verdict]:
