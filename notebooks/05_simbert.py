@@ -47,7 +47,7 @@ mnrl_scale = 20.0
 vocab = "corpus"
 seeds = 3
 control_seeds = 2
-pool = 500
+pool = 100000
 threshold = 0.9
 gen_queries = 10
 gen_candidates = 4
@@ -93,8 +93,8 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 # Every verdict in §8 comes from a tested rule of `kexue.verdicts` with the thresholds below. Arms
 # are compared **paired by seed**: seed $i$ gives every arm the same batches, in the same order, the
 # same dropout stream, the same freshly initialised head and the same held-out pool, so a paired
-# difference measures the arm. Each seed draws its own pool of test verses, so the spread over seeds
-# (and every interval below) holds the choice of test verses as well as the training noise.
+# difference measures the arm. At default scale the pool is every held-out pair (a smaller pool, as at smoke
+# scale, is drawn per seed, so that the spread over seeds holds the choice of test verses too).
 # Retrieval is scored by the mean reciprocal rank (MRR) of the true partner in the held-out pool.
 #
 # * **Identity** (the mask's prefix invariance): supported when the largest change of any
@@ -123,9 +123,10 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 #   fixed here, before the runs, with the rules above; there is no correction across the ten rows, so read
 #   a single borderline row with that in mind.
 #
-# **Rules changed after the first report**, with what they moved: each seed now draws its own retrieval pool
-# (before, one pool served every seed, so the intervals left out the choice of test verses and the
-# "[CLS] vs mean pooling" verdict flipped between seed sets); the generation target is relative to the real
+# **Rules changed after the first report**, with what they moved: retrieval is scored on every held-out pair
+# (before, on 500 drawn once for all seeds, so the intervals left out the choice of test verses and the
+# "[CLS] vs mean pooling" verdict flipped between seed sets; then on 500 drawn per seed, where the MNRL anchor
+# straddled its margin on one seed set only); the generation target is relative to the real
 # paraphrases' share (it was an absolute 0.5, which the judge would fail for most real paraphrases; the verdict
 # was and is decided by the gate); the claims were reworded and split into the article's and the probes.
 
@@ -280,10 +281,11 @@ report.show(loss_identity, "loss_identity", caption=f"Random float64 vectors, B 
 # the tokens only the test books use. The reference's simplified vocabulary is a fixed filter instead.
 
 # %%
-# Each seed draws its own retrieval pool (and paraphrases its first verses), shared by every arm with
-# that seed: the spread over seeds then holds the choice of test verses as well as the training noise.
-pools = {seed + k: np.sort(np.random.default_rng(seed + k).choice(len(split.test), size=min(pool, len(split.test)),
-                                                                  replace=False)) for k in range(max(seeds, control_seeds))}
+# The retrieval pool: every held-out pair when `pool` covers the test set (default scale); a smaller pool is drawn
+# per seed and shared by every arm with that seed, so the spread over seeds holds the choice of test verses too.
+n_pool = min(pool, len(split.test))
+pools = {seed + k: np.sort(np.random.default_rng(seed + k).choice(len(split.test), size=n_pool, replace=False))
+         for k in range(max(seeds, control_seeds))}
 # the verses to paraphrase: a random draw from the seed's pool (the pool itself is sorted by position)
 gen_sets = {s_: np.random.default_rng(10_000 + s_).choice(idx, size=min(gen_queries, len(idx)), replace=False)
             for s_, idx in pools.items()}
@@ -296,7 +298,8 @@ data_table = pd.DataFrame([
     {"part": "verse pairs (all books)", "count": len(rows)},
     {"part": f"train pairs (≤ {max_len} tokens a side)", "count": len(split.train)},
     {"part": f"test pairs ({len(split.test_books)} books, deduplicated)", "count": len(split.test)},
-    {"part": "retrieval pool (test), drawn per seed", "count": len(pool_idx)},
+    {"part": "retrieval pool (every test pair)" if n_pool == len(split.test) else "retrieval pool (test), drawn per seed",
+     "count": len(pool_idx)},
     {"part": "verses paraphrased per arm and seed", "count": len(gen_idx)},
     {"part": "output vocabulary (tokens the corpus uses, train and test books)" if out_vocab is not None
              else "output vocabulary (full)", "count": len(out_vocab) if out_vocab is not None else tok.vocab_size},
@@ -340,7 +343,7 @@ report.show(pd.DataFrame([{"KJV": k, "WEB": w} for k, w in split.test_text[:4]])
 #   MultipleNegativesRankingLoss a → b at scale 20 (its default), same pairs and steps.
 # * **similarity only, scale 20** and **similarity only, mean pooling** — the two design choices of
 #   the similarity loss, isolated on the similarity objective (cheaper than joint, so three seeds fit).
-# * **joint, random init** — the control for what MiniLM's pretraining contributes.
+# * **joint, random init** — the control for what MiniLM's pretraining contributes (retrieval only: no generation).
 # * **zero-shot** — all-MiniLM-L6-v2 as shipped (mean pooling), and through MiniLM's pooler on `[CLS]`
 #   (where the SimBERT arms start), no training.
 
@@ -354,7 +357,7 @@ ARMS = [
     Arm("MNRL (sentence-transformers)", "mnrl", pooling="mean", scale=mnrl_scale),
     Arm(f"similarity only, scale {fmt(alt_scale)}", "similarity", scale=alt_scale),
     Arm("similarity only, mean pooling", "similarity", pooling="mean", scale=sim_scale),
-    Arm("joint, random init", "joint", scale=sim_scale, init="random", generate=True),
+    Arm("joint, random init", "joint", scale=sim_scale, init="random"),     # retrieval control only
 ]
 # names in metrics.json (`dvc metrics diff`): one per arm
 METRIC_KEY = dict(zip([a.name for a in ARMS], ["zero_shot_mean_pooling", "zero_shot_cls_pooler", "joint", "similarity_only",
@@ -444,8 +447,7 @@ report.note(
     f"vectors give partners a mean cosine of {rand.cos_partner.mean():.3f} and non-partners "
     f"{rand.cos_other.mean():.3f}. "
     + ("It has not learned the similarity task at this budget: its vectors sit almost on one direction, so "
-       "its retrieval is word overlap passed through a random network and its threshold and generation numbers "
-       "say nothing. As a control for what pretraining contributes it shows only that "
+       "its retrieval is word overlap passed through a random network and its threshold numbers say nothing. As a control for what pretraining contributes it shows only that "
        f"{steps} steps do not train a network from scratch."
        if rand_sim > 0.9 * chance else "It has learned the task in part: it is a control for what pretraining adds."))
 
