@@ -54,7 +54,7 @@ image_steps = 3500
 image_batch = 32
 image_width = 16
 image_lr = 1e-3
-image_alpha = 1.0
+image_alpha = 0.03
 image_chain_steps = 5
 short_run_steps = 20
 image_buffer = 1000
@@ -120,6 +120,10 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 # * The reverse KL of the mode histogram is Miller–Madow corrected (§7): the plug-in value counted the arm
 #   with fewer high-quality samples as less even. The 2-D buffer verdict stayed "not supported"; the grid
 #   part moved from not significant to significant *against* the buffer.
+# * The image model's squared-energy weight `image_alpha` is not the reference code's 1 (params.yaml). With 1, every earlier
+#   report (git history) missed the garment target ("not supported", the class count the binding part). The
+#   value was chosen among 1, 0.1 and 0.03 by scratch runs of the buffer arm alone on seeds 100–102, disjoint from
+#   the seeds of this report (0–2) and of `verify` (1000–1002), so the choice is not fitted to the seeds judged.
 # * "Smoother" was judged on the CD curve's roughness in nats alone ("supported"). A reviewer showed that
 #   this rewards an energy of smaller scale, and a scale-relative roughness says the opposite; it is now
 #   judged on both (§8) and is inconclusive when they disagree. "More stable" is its own row.
@@ -838,8 +842,8 @@ report.note(". ".join(
 # The paper's claim about the buffer is made for images, so it is tested on images. A spectrally normalised
 # Swish CNN energy (`ConvEnergy`, width `image_width`: strided convolutions 28 → 14 → 7 → 4 → 1, IGEBM-like but
 # small enough for a CPU) is trained on Fashion-MNIST in $[0, 1]$ with the IGEBM sampler of §6 ($\lambda$ =
-# `igebm_step`, $\sigma$ = `igebm_noise`, clip `igebm_clip`), the squared-energy weight `image_alpha` (the reference
-# code's 1, paper form) and Adam ($\beta_1 = 0$). As in IGEBM's MNIST network, every hidden layer is spectrally
+# `igebm_step`, $\sigma$ = `igebm_noise`, clip `igebm_clip`), the squared-energy weight `image_alpha` (paper form;
+# the reference code's 1 left the samples short of the garment target, see §0) and Adam ($\beta_1 = 0$). As in IGEBM's MNIST network, every hidden layer is spectrally
 # normalised and the output layer is not (`normalise_output=False`): the hidden features are 1-Lipschitz, the
 # energy's scale is learned. Two arms, `image_seeds` seeds each, paired seed by seed (same initial weights):
 #
