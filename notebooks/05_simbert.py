@@ -111,16 +111,19 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 # * **Generation** "produces similar sentences": the share of top-ranked generations whose cosine to
 #   the input passes `threshold`, judged by an encoder that did not generate them (zero-shot
 #   all-MiniLM-L6-v2, mean pooling), must reach `GEN_TARGET` times the share of real paraphrases (the
-#   WEB verses) that pass the same judge (`meets_target`: the seed mean must reach it). The target is
-#   relative because this judge accepts only some real paraphrases at 0.9: an absolute target could
-#   fail a perfect paraphraser.
+#   WEB verses of the whole pool) that pass the same judge (`meets_target`: the seed mean must reach it).
+#   The target is relative because this judge accepts only some real paraphrases at `threshold`: an
+#   absolute target could fail a perfect paraphraser.
 #   It is judged only for a model that has learned to generate: its held-out seq2seq loss must lie
 #   at least `GEN_MIN_GAIN` nats/token below the unigram floor (the loss of predicting every token
 #   from training-set frequencies, ignoring the input); otherwise the claim is *inconclusive at this
-#   scale* (`kexue.simbert.generation_rule`).
+#   scale* (`kexue.simbert.generation_rule`). The same gate holds for every claim about the ability to
+#   generate, the "as good as seq2seq only" comparison of held-out losses included: between two models
+#   that have not learned to generate, a difference of losses says nothing about generation.
 # * **Which claims.** The article's claims come first in §8; rows marked *(probe)* are questions of this
 #   chapter about its design choices, *(anchor)* compares with the ecosystem's standard fine-tune. All are
-#   fixed here, before the runs, with the rules above; there is no correction across the ten rows, so read
+#   judged with the rules above (the probe against the fine-tune's own start was added after the first
+#   report, see below); there is no correction across the ten rows, so read
 #   a single borderline row with that in mind.
 #
 # **Rules changed after the first report**, with what they moved: retrieval is scored on every held-out pair
@@ -385,7 +388,6 @@ for arm in ARMS:
         histories[(arm.name, seed + k)] = out["history"]
         if out["generations"]:
             generations[(arm.name, seed + k)] = out["generations"]
-        print(f"{arm.name:38s} seed {seed + k}: MRR {out['metrics']['mrr']:.3f}")
 runs = pd.DataFrame(results)
 report.table(runs, "runs", index=False);
 
@@ -427,11 +429,11 @@ for ax, (part, title, unit) in zip(axes, panels):
         ax.axhline(unigram_floor, color="k", ls="--", lw=1, label=f"unigram floor {unigram_floor:.2f}")
     ax.set(title=title, xlabel="step", ylabel=unit)
     if shown:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6.5, loc="best")
 fig.tight_layout()
 report.figure(fig, "training_curves", f"Training losses, {steps} steps of {batch_pairs} pairs; every seed drawn. "
-              "Dashed: chance for the similarity loss, the unigram floor (mean over the seeds' pools) for the "
-              "seq2seq loss.")
+              "Dashed: chance for the similarity loss (the random-init control's curve lies on it), the unigram "
+              "floor for the seq2seq loss.")
 
 
 def final_loss(name, part, last=5):
@@ -444,8 +446,8 @@ rand_sim = final_loss("joint, random init", "similarity")
 report.note(
     f"**The random-initialisation control** ends its training with a similarity loss of {rand_sim:.2f} against "
     f"chance {chance:.2f} (the pretrained joint arm: {final_loss('joint (SimBERT)', 'similarity'):.2f}); its "
-    f"vectors give partners a mean cosine of {rand.cos_partner.mean():.3f} and non-partners "
-    f"{rand.cos_other.mean():.3f}. "
+    f"vectors give partners a mean cosine of {rand.cos_partner.mean():.4f} and non-partners "
+    f"{rand.cos_other.mean():.4f}. "
     + ("It has not learned the similarity task at this budget: its vectors sit almost on one direction, so "
        "its retrieval is word overlap passed through a random network and its threshold numbers say nothing. As a control for what pretraining contributes it shows only that "
        f"{steps} steps do not train a network from scratch."
@@ -465,8 +467,9 @@ J, S, Q, Z = "joint (SimBERT)", "similarity only", "seq2seq only", "zero-shot Mi
 
 
 def spread(v, digits=3):
+    """'mean ± sd' over seeds; the mean alone for one value or for identical values (a deterministic row)."""
     v = np.asarray(v, float)
-    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 else f"{v.mean():.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}" if len(v) > 1 and np.ptp(v) > 0 else f"{v.mean():.{digits}f}"
 
 
 # The lexical baseline: KJV and WEB share many words, so bag-of-words similarity already retrieves.
@@ -480,19 +483,24 @@ lexical = pd.DataFrame([retrieval_metrics(as_unit([split.test_text[i][0] for i i
                         for idx in list(pools.values())[:seeds]])
 
 retrieval_cols = ["top1", "mrr", "recall@5", "recall@10", "threshold_acc", "cos_partner", "cos_other"]
-retrieval = pd.DataFrame([{"arm": a.name, "seeds": n_seeds[a.name],
+fixed_pool = n_pool == len(split.test)
+retrieval = pd.DataFrame([{"arm": a.name, "seeds": "—" if fixed_pool and a.objective == "none" else n_seeds[a.name],
                            **{c: spread(runs.loc[runs.arm == a.name, c]) for c in retrieval_cols}} for a in ARMS]
-                         + [{"arm": "lexical baseline (TF-IDF cosine, no training)", "seeds": len(lexical),
+                         + [{"arm": "lexical baseline (TF-IDF cosine, no training)", "seeds": "—" if fixed_pool else len(lexical),
                              **{c: spread(lexical[c]) for c in retrieval_cols}}])
-report.show(retrieval, "retrieval", caption=f"Retrieval over {len(pool_idx)} held-out pairs, a pool drawn per seed "
-                                            f"(mean ± sd over seeds; untrained rows: over the pools)", index=False)
+report.show(retrieval, "retrieval", caption=f"Retrieval over {len(pool_idx)} held-out pairs"
+                                            + (" (every test pair; mean ± sd over training seeds; rows marked — are "
+                                               "deterministic)" if fixed_pool else
+                                               ", a pool drawn per seed (mean ± sd over seeds and pools)")
+                                            + ". threshold_acc scores only the calibration of the cosine rule at "
+                                              f"{threshold:g}, not ranking.", index=False)
 
 fig, ax = plt.subplots(figsize=(9, 4))
 order = [a.name for a in ARMS]
 sns.stripplot(data=runs, y="arm", x="mrr", order=order, ax=ax, color="k", size=5, jitter=0.15)
 means = runs.groupby("arm").mrr.mean().reindex(order)
 ax.scatter(means.values, range(len(order)), marker="|", s=400, color="tab:red", label="mean")
-ax.axvline(lexical["mrr"].mean(), color="grey", ls="--", lw=1, label="lexical baseline (TF-IDF, mean over pools)")
+ax.axvline(lexical["mrr"].mean(), color="grey", ls="--", lw=1, label="lexical baseline (TF-IDF)")
 ax.set_xlabel(f"MRR of the partner among {len(pool_idx)} held-out verses")
 ax.set_ylabel("")
 ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
@@ -507,9 +515,13 @@ lex_misses = float((1 - lexical.top1).mean() * len(pool_idx))
 report.note(
     f"**Reading the retrieval table.** The bag-of-words baseline already reaches MRR {spread(lexical.mrr)} (top-1 "
     f"misses on {lex_misses:.0f} of {len(pool_idx)} queries): KJV and WEB share most of their words, so this test "
-    "sits near its ceiling and separates arms only in the third decimal. "
-    + (f"Only {', '.join(beat_lexical)} beat{'s' if len(beat_lexical) == 1 else ''} it on average. " if beat_lexical
+    "sits near its ceiling. "
+    + (f"Only {' and '.join(beat_lexical)} beat{'s' if len(beat_lexical) == 1 else ''} it on average. " if beat_lexical
        else "No arm beats it on average. ")
+    + f"The pretrained arms' in-batch similarity loss ends near {final_loss(S, 'similarity'):.2g} (similarity only): "
+    "at this budget the retrieval comparisons largely reflect where each arm starts, its pooling above all. "
+    + ("The zero-shot and baseline rows are one deterministic evaluation each on this fixed test set. "
+       if n_pool == len(split.test) else "")
     + f"Top-1 errors: joint {1 - runs[runs.arm == J].top1.mean():.3f}, similarity only "
     f"{1 - runs[runs.arm == S].top1.mean():.3f}, MNRL {1 - runs[runs.arm == 'MNRL (sentence-transformers)'].top1.mean():.3f}, "
     f"similarity only with mean pooling {1 - runs[runs.arm == 'similarity only, mean pooling'].top1.mean():.3f}: "
@@ -569,11 +581,16 @@ gen_table = pd.concat([gen_table, pd.DataFrame(
                           ("reference: the WEB verse itself", reference_row))])], ignore_index=True).fillna("—")
 report.show(gen_table, "generation", caption=f"Top-ranked generation of {len(gen_idx)} held-out KJV verses per seed "
                                              f"against the WEB verse; seq2seq_loss: teacher-forced held-out loss over "
-                                             f"the seed's pool [nats/token] (unigram floor {spread(unigram_floors, 2)}); "
+                                             f"the pool [nats/token] (unigram floor {spread(unigram_floors, 2)}); "
                                              "conditioning_gain: that loss after another verse's a, minus it; "
                                              "pass_threshold uses the model's own cosine, judge_pass the zero-shot "
                                              "judge's. —: not defined for that row.", index=False)
-gen_target = GEN_TARGET * float(reference_row.judge_pass.mean())
+# The target's scale: how often the judge accepts the real paraphrase, over every pair of the pool (seed 0's)
+with torch.no_grad():
+    pool_texts = [split.test_text[i] for i in pool_idx]
+    ref_cos = (judge([k for k, _ in pool_texts]) * judge([w for _, w in pool_texts])).sum(-1)
+reference_share = float((ref_cos >= threshold).double().mean())
+gen_target = GEN_TARGET * reference_share
 
 examples = []
 for g_ in generations[(gen_arms[0], seed)][:6]:
@@ -594,9 +611,12 @@ report.note(
     f"verse's lowers the loss by {spread(j_runs.conditioning_gain, 3)} nats/token (seq2seq only: "
     f"{spread(q_runs.conditioning_gain, 3)}). Its top candidates score chrF {spread(j_runs.chrf, 1)} against the WEB "
     f"verse, where copying the input scores {spread(copy_base.chrf, 1)}; the judge accepts "
-    f"{spread(j_runs.judge_pass, 2)} of them, the real paraphrase {spread(reference_row.judge_pass, 2)}. "
+    f"{spread(j_runs.judge_pass, 2)} of them, the real paraphrases {spread(reference_row.judge_pass, 2)} of these "
+    f"verses and {reference_share:.2f} of the whole pool. The held-out loss of the joint model is "
+    f"{j_runs.seq2seq_loss.mean() - q_runs.seq2seq_loss.mean():+.3f} nats/token from seq2seq only's; with neither "
+    "model past the gate, §8 does not judge that difference. "
     + ("At this budget the model has barely begun to generate: the generation claims are not decided here; the "
-       "`gpu` preset (scales.yaml) trains long enough to reach the gate of §0."
+       "`gpu` preset (scales.yaml, not run here) is meant to train long enough to reach the gate of §0."
        if (unigram_floors - j_runs.seq2seq_loss.to_numpy()).mean() < GEN_MIN_GAIN else
        "The model generates: the claims of §8 are judged on these numbers."))
 
@@ -686,15 +706,19 @@ claims = report.claims([
      "verdict": sim_gives.verdict},
     {"claim": f"The model generates similar sentences (sampled, ranked by cosine; judged at cosine ≥ {threshold:g})",
      "evidence": f"§7, {len(gen_idx)} held-out verses × {seeds} seeds, judged by zero-shot MiniLM; target "
-                 f"{GEN_TARGET:g} × the real paraphrases' share {float(reference_row.judge_pass.mean()):.2f} = "
-                 f"{gen_target:.2f}: {gen_v.evidence}; copy rate {spread(per_seed(J, 'copy_rate'), 2)}",
+                 f"{GEN_TARGET:g} × the share of the pool's real paraphrases it accepts, {reference_share:.2f}, = "
+                 f"{gen_target:.2f}: {gen_v.evidence}",
      "verdict": gen_v.verdict},
     {"claim": "(probe) The fine-tune improves retrieval over its own start, MiniLM's [CLS] + pooler",
      "evidence": f"§6: {over_start.evidence}",
      "verdict": over_start.verdict},
     {"claim": "(probe) … and over MiniLM as shipped, mean pooling (trained contrastively on ~1B pairs)",
-     "evidence": f"§6: {over_zero.evidence}; control from random init: MRR {spread(random_mrr)} ({len(random_mrr)} "
-                 "seeds; it did not learn the task at this budget, §5)",
+     "evidence": f"§6: {over_zero.evidence}"
+                 + ("; the whole interval is below 0: significantly worse, by less than the margin"
+                    if verdicts.difference(per_seed(J, "mrr"), per_seed(Z, "mrr"), True,
+                                           level=1 - 2 * ALPHA).high < 0 else "")
+                 + f"; control from random init: MRR {spread(random_mrr)} ({len(random_mrr)} seeds; collapsed vectors "
+                   "that never learned the task, §5: its MRR is the lexical residue of a random network)",
      "verdict": over_zero.verdict},
     {"claim": f"(probe) The article's scale {fmt(sim_scale)} retrieves better than {fmt(alt_scale)}",
      "evidence": f"§6, similarity objective, {seeds} paired seeds: {scale_v.evidence}",
@@ -715,7 +739,7 @@ for a in ARMS:
     vals = runs.loc[runs.arm == a.name]
     live.log_metric(f"retrieval/{key}/mrr", float(vals.mrr.mean()), plot=False)
     live.log_metric(f"retrieval/{key}/top1", float(vals.top1.mean()), plot=False)
-    if len(vals) > 1:
+    if len(vals) > 1 and np.ptp(vals.mrr) > 0:                   # deterministic rows have no spread
         live.log_metric(f"retrieval/{key}/mrr_sd", float(vals.mrr.std(ddof=1)), plot=False)
     if a.generate:
         live.log_metric(f"generation/{key}/chrf", float(vals.chrf.mean()), plot=False)
@@ -732,11 +756,10 @@ live.log_metric("retrieval/lexical_baseline/mrr", float(lexical["mrr"].mean()), 
 
 # %%
 report.finding(f"**Prefix invariance.** On all-MiniLM-L6-v2 under UniLM's mask, another b changes the "
-               f"[CLS] a [SEP] outputs by at most {fmt(invariance['with the mask'], 2)} (without the mask: "
+               f"[CLS] a [SEP] outputs by at most {fmt(invariance['with the mask'], 2)} (0: bit-identical; without the mask: "
                f"{fmt(invariance['without the mask'], 2)}) → {prefix_v.verdict}.")
 report.finding(f"**Retrieval ({len(pool_idx)} held-out verses, {seeds} seeds, {steps} steps).** MRR: "
-               + ", ".join(f"{n} {spread(per_seed(n, 'mrr'))}" for n in
-                           (J, S, Q, "MNRL (sentence-transformers)", "joint, random init"))
+               + ", ".join(f"{n} {spread(per_seed(n, 'mrr'))}" for n in (J, S, Q, "MNRL (sentence-transformers)"))
                + f"; zero-shot MiniLM (mean pooling) {spread(per_seed(Z, 'mrr'))}; the lexical baseline (TF-IDF cosine) "
                  f"{spread(lexical['mrr'])}.")
 report.finding(f"**Generation.** Top-ranked candidate chrF against the WEB verse: joint "
