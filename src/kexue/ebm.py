@@ -795,7 +795,7 @@ class EbmParams:
     image_batch: int = param(32, lo=2, hi=4096)
     image_width: int = param(16, lo=1, hi=1024)
     image_lr: float = param(1e-3, lo=0.0, hi=1.0)
-    image_alpha: float = param(1.0, lo=0.0, hi=100.0, doc="squared-energy weight (reference code: 1)")
+    image_alpha: float = param(0.03, lo=0.0, hi=100.0, doc="squared-energy weight on images (reference code: 1; notebook section 0)")
     image_chain_steps: int = param(5, lo=1, hi=10**5, doc="buffer arm: sampler steps per update")
     short_run_steps: int = param(20, lo=1, hi=10**5, doc="no-buffer arm: steps from noise (equal-compute updates)")
     image_buffer: int = param(1000, lo=1, hi=10**7)

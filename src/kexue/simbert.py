@@ -549,7 +549,7 @@ class SimbertParams:
     vocab: str = param("corpus", choices=("corpus", "full"), doc="output layer over the corpus's tokens or all 30,522")
     seeds: int = param(3, lo=2, hi=100, doc="seeds of every trained arm (paired: same batches and head init)")
     control_seeds: int = param(2, lo=1, hi=100, doc="seeds of the random-initialisation control")
-    pool: int = param(500, lo=4, hi=100000, doc="held-out pairs in the retrieval pool")
+    pool: int = param(100000, lo=4, hi=100000, doc="held-out pairs in the retrieval pool, capped at the test set")
     threshold: float = param(0.9, lo=-1.0, hi=1.0, doc="cosine above which two sentences count as similar (article: 0.9)")
     gen_queries: int = param(10, lo=1, hi=100000, doc="held-out sentences paraphrased per arm")
     gen_candidates: int = param(4, lo=1, hi=1000, doc="samples per sentence, ranked by cosine")
