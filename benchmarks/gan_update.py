@@ -5,7 +5,7 @@ the DCGAN pair for 28x28 images). Each round times every method once (in forward
 order on even rounds, reversed on odd ones, so drift does not favour one method);
 the speed-up of a method is alternating's time / the method's time *within the
 same round*, a paired ratio per round, summarised by its geometric mean and a 95%
-t-interval over rounds (`kexue.gan.ratio_interval`). The chapter judges "it saves
+t-interval over rounds (`kexue.verdicts.ratio_interval`). The chapter judges "it saves
 time" from that interval, for the device named in `benchmark.json`. Memory is the bytes autograd saves for backward
 during one update, counted with `torch.autograd.graph.saved_tensors_hooks` (the
 activation memory; device-independent), plus `torch.cuda.max_memory_allocated`
@@ -26,8 +26,8 @@ import torch
 
 from kexue.config import pick_device
 from kexue.numerics import device_name
-from kexue.gan import (METHODS, DCDiscriminator, DCGenerator, GANTrainer, MLPDiscriminator, MLPGenerator,
-                       gan_adam, ratio_interval)
+from kexue.gan import METHODS, DCDiscriminator, DCGenerator, GANTrainer, MLPDiscriminator, MLPGenerator, gan_adam
+from kexue.verdicts import ratio_interval
 
 
 class _Saved:
@@ -101,7 +101,7 @@ def bench(name: str, make_g, make_d, x_shape, z_dim: int, batch: int, device, st
     for m, tr in trainers.items():
         peak, total = saved_bytes(tr, x, z)
         per_round = [a / b for a, b in zip(times["alternating"], times[m])]      # paired within a round
-        geo, lo, hi, _ = ratio_interval(per_round)
+        geo, lo, hi, _ = ratio_interval(per_round, level=0.95)
         row = {"method": m, "update_ms": statistics.median(times[m]) * 1e3,
                "speedup_vs_alternating": geo, "speedup_ci95": [lo, hi], "speedup_per_round": per_round,
                "update_ms_per_round": [t * 1e3 for t in times[m]],

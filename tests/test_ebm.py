@@ -457,25 +457,26 @@ def test_feature_spread_is_the_rms_pairwise_distance_and_class_counts():
 
 
 def test_verdict_rules_of_the_chapter():
-    from kexue.ebm import allocation_rule, mixing_rule, within_noise_rule
+    from kexue.ebm import allocation_rule, mixing_rule
+    from kexue.verdicts import within_noise_rule
     assert within_noise_rule([0.5, 3.9]).verdict == "supported"
-    assert within_noise_rule([0.5, 4.1]).verdict == "not supported"
+    assert within_noise_rule([0.5, 4.1]).verdict == "contradicted"
     assert mixing_rule(0.10, 0.09, 0.12).verdict == "supported"
-    assert mixing_rule(0.20, 0.10, 0.12).verdict == "not supported"
+    assert mixing_rule(0.20, 0.10, 0.12).verdict == "contradicted"
     # bounds by hand: mean 1.02, sd 0.01, n 3 -> upper 1.02 + t(0.95, 2) * 0.01 / sqrt(3) = 1.0369
     ok = allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.0, 1.0, 1.0]}, tol=1.1)
     assert ok.verdict == "supported" and "1.037]" in ok.evidence
-    assert allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.3, 1.31, 1.29]}).verdict == "not supported"
+    assert allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.3, 1.31, 1.29]}).verdict == "contradicted"
     # mean 1.09 under the tolerance, but its upper bound above it: not decided by the point estimate
     assert allocation_rule({"ring": [1.0, 1.09, 1.18]}, tol=1.1).verdict == "inconclusive at this scale"
     from kexue.ebm import trains_like_rule
     base = torch.linspace(0, 1, 10).numpy()
     assert trains_like_rule(base + 0.01, base, 0.15).verdict == "supported"
-    assert trains_like_rule(base + 2.0, base, 0.15).verdict == "not supported"
+    assert trains_like_rule(base + 2.0, base, 0.15).verdict == "contradicted"
     overflowed = base.copy()
     overflowed[:8] = float("nan")
     assert "non-finite" in trains_like_rule(overflowed, base, 0.15).evidence
-    assert trains_like_rule(overflowed, base, 0.15).verdict == "not supported"
+    assert trains_like_rule(overflowed, base, 0.15).verdict == "contradicted"
     with pytest.raises(ValueError, match="errors_in_se"):
         within_noise_rule([float("nan")])
     with pytest.raises(ValueError, match="variance_ratios"):

@@ -304,7 +304,7 @@ def test_dirac_rule_on_the_closed_form_growth():
     r0 = 0.1 * 2 ** 0.5
     assert single[-1].norm().item() == pytest.approx(r0 * (1 + lr**2) ** (n / 2), rel=1e-9)
     v = dirac_rule(single[-1].norm().item(), alt[-1].norm().item(), close=1.25, apart=1.5)
-    assert v.verdict == "not supported" and "apart" in v.evidence
+    assert v.verdict == "contradicted" and "apart" in v.evidence
     assert dirac_rule(1.0, 1.2, 1.25, 1.5).verdict == "supported"
     assert dirac_rule(1.2, 1.0, 1.25, 1.5).verdict == "supported"          # symmetric
     assert dirac_rule(1.0, 1.4, 1.25, 1.5).verdict == "inconclusive at this scale"
@@ -319,7 +319,7 @@ def test_lr_ratio_rule_on_measured_one_step_ratios():
     def g_norm(make, lam):
         _, g = one_step("single", make, lam=lam)
         return torch.cat([(a - b).flatten() for a, b in zip(g, G0)]).norm().item()
-    for make, want in ((sgd, "supported"), (adam, "not supported")):
+    for make, want in ((sgd, "supported"), (adam, "contradicted")):
         ratios = {lam: g_norm(make, lam) / g_norm(make, 1.0) for lam in (0.25, 4.0)}
         assert lr_ratio_rule(ratios, tol=0.05).verdict == want
     assert "inert" in lr_ratio_rule({0.25: 0.99, 4.0: 1.01}, 0.05).evidence
@@ -337,30 +337,7 @@ def test_gradient_reversal_rule_on_measured_gradients():
     assert gradient_reversal_rule(rows).verdict == "supported"
     # If hinge's shortcut were exact in every condition, the reader's claim would fail.
     hinge_exact = [r if r["loss"] != "hinge" else {**r, "cosine": 1.0, "norm_ratio": 1.0} for r in rows]
-    assert gradient_reversal_rule(hinge_exact).verdict == "not supported"
+    assert gradient_reversal_rule(hinge_exact).verdict == "contradicted"
     # ... and so if the min-max loss were not exact.
     assert gradient_reversal_rule([{**r, "norm_ratio": 0.5} if r["loss"] == "wgan" else r
-                                   for r in rows]).verdict == "not supported"
-
-
-def test_ratio_interval_is_a_t_interval_on_logs():
-    import numpy as np
-    from scipy import stats
-
-    from kexue.gan import ratio_interval
-    r = [1.21, 1.30, 1.18, 1.25, 1.40, 1.22]
-    logs = np.log(r)
-    lo, hi = stats.t.interval(0.95, len(r) - 1, loc=logs.mean(), scale=stats.sem(logs))
-    g, a, b, n = ratio_interval(r)
-    assert (g, a, b, n) == pytest.approx((np.exp(logs.mean()), np.exp(lo), np.exp(hi), 6), rel=1e-12)
-    assert ratio_interval([1.7]) == (1.7, 1.7, 1.7, 1)                  # an exact count: a point
-
-
-def test_ratio_rule_band_and_direction():
-    from kexue.gan import ratio_rule
-    assert ratio_rule([1.21, 1.30, 1.18, 1.25, 1.40, 1.22], band=0.05).verdict == "supported"
-    assert ratio_rule([0.80, 0.82, 0.79, 0.81], band=0.05).verdict == "not supported"         # below 1
-    assert ratio_rule([1.01, 0.99, 1.00, 1.02, 0.995], band=0.05).evidence.endswith("inside the band")
-    assert ratio_rule([1.3, 0.8, 1.1, 0.9], band=0.05).verdict == "inconclusive at this scale"
-    assert ratio_rule([1.76], band=0.05).verdict == "supported"
-    assert ratio_rule([1.0], band=0.05).verdict == "not supported"
+                                   for r in rows]).verdict == "contradicted"

@@ -5,31 +5,7 @@ import numpy as np
 import pytest
 
 from kexue.index import write_index
-from kexue.report import VERDICTS, Report, claims_table, compare, mean_std
-
-
-def test_paired_t_matches_hand_computation():
-    a = np.array([0.80, 0.83, 0.78, 0.81])
-    b = a - np.array([0.010, 0.012, 0.009, 0.011])      # consistently lower, big spread across seeds
-    d = a - b
-    t_hand = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
-    t, p, word = compare(a, b, paired=True)
-    assert t == pytest.approx(t_hand, rel=1e-12)
-    assert p < 0.01 and word == "higher"
-    # Unpaired, the same gap drowns in the seed-to-seed spread.
-    assert compare(a, b)[2] == "tied"
-    assert compare(b, a, paired=True)[2] == "lower"
-
-
-def test_welch_t_matches_hand_computation():
-    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([2.0, 4.0, 9.0])
-    se = math.sqrt(a.var(ddof=1) / 4 + b.var(ddof=1) / 3)
-    assert compare(a, b)[0] == pytest.approx((a.mean() - b.mean()) / se, rel=1e-12)
-
-
-def test_compare_degenerate_cases_are_tied():
-    assert compare([0.5], [0.4])[2] == "tied"
-    assert compare([0.5, 0.5], [0.5, 0.5], paired=True)[2] == "tied"
+from kexue.report import Report, mean_std
 
 
 def test_mean_std_uses_sample_std():
@@ -37,25 +13,21 @@ def test_mean_std_uses_sample_std():
     assert mean_std([0.5, 0.7], digits=1, scale=100) == "60.0 ± 14.1"
 
 
-def test_claims_table_rejects_unknown_verdicts():
-    rows = [{"claim": "c", "evidence": "e", "verdict": v} for v in VERDICTS]
-    assert list(claims_table(rows)["verdict"]) == list(VERDICTS)
-    with pytest.raises(ValueError, match="verdict 'true' for claim 'c'"):
-        claims_table([{"claim": "c", "evidence": "e", "verdict": "true"}])
-    with pytest.raises(ValueError, match="needs keys"):
-        claims_table([{"claim": "c", "verdict": "supported"}])
-
-
 def test_report_folder_and_index(tmp_path):
     import json
     import matplotlib.pyplot as plt
     import pandas as pd
-    rep = Report(tmp_path / "01_single_loss_gan")
+    from kexue.verdicts import Verdict
+    reg = tmp_path / "claims.yaml"
+    reg.write_text("chapter: 01_single_loss_gan\nclaims:\n  - {id: c, claim: c<1>, source: article, rule: x}\n"
+                   "  - {id: p, claim: a probe, source: probe, rule: x}\n")
+    rep = Report(tmp_path / "01_single_loss_gan", registry_file=reg)
     fig = plt.figure()
     plt.plot([0, 1])
     rep.figure(fig, "line", caption="a line, $x_1$")
     assert json.loads((rep.dir / "captions.json").read_text()) == {"line": "a line, $x_1$"}
-    rep.claims([{"claim": "c<1>", "evidence": "a | b", "verdict": "supported"}])
+    rep.claims({"c": Verdict("supported", "significant", "a | b"),
+                "p": Verdict("contradicted", "other_way", "q")}, rerun_dir=tmp_path / "none")
     rep.show(pd.DataFrame({"a": [1.23456]}), name="numbers")
     rep.finding("first **finding** 1.5")
     rep.finding("second")
@@ -73,7 +45,8 @@ def test_report_folder_and_index(tmp_path):
     assert "Not run yet" in page and "not run yet" in page            # 02 missing; 03-05 registered, no report
     assert "planned" not in page                                        # every chapter of the book is registered
     assert "<table class='kexue-table'>\n<thead>" in page                # benchmark as a table
-    assert "1 supported" in page and "<td>1.5</td>" in page              # status: 90 s = 1.5 min
+    assert "1 claims: 1 supported — and 1 probe: 1 contradicted (other_way)" in page   # counts kept apart
+    assert "<td>1.5</td>" in page                                                        # status: 90 s = 1.5 min
     assert (tmp_path / "assets" / "mathjax" / "MathJax.js").exists()
 
 

@@ -125,10 +125,17 @@ import json
 import pandas as pd
 from kexue.config import ROOT
 from kexue.report import Report
-report = Report(ROOT / report_dir)
-verdict = "supported" if seed < 500 else "not supported"
-claims = report.claims([{"claim": "c", "evidence": f"seed {seed}", "verdict": verdict},
-                        {"claim": "d", "evidence": "always", "verdict": "supported"}])
+from kexue.verdicts import Verdict
+registry = ROOT / report_dir / "registry.yaml"
+registry.parent.mkdir(parents=True, exist_ok=True)
+registry.write_text("chapter: 99_fake\\nclaims:\\n"
+                    "  - {id: c, claim: c, source: article, rule: test}\\n"
+                    "  - {id: d, claim: d, source: probe, rule: test}\\n")
+report = Report(ROOT / report_dir, chapter="99_fake", registry_file=registry)
+verdict = Verdict("supported", "significant", f"seed {seed}") if seed < 500 else Verdict(
+    "contradicted", "other_way", f"seed {seed}")
+claims = report.claims({"c": verdict, "d": Verdict("supported", "significant", "always")},
+                       rerun_dir=ROOT / "reports" / "99_fake" / "rerun")
 metrics = {"m": float(seed), "m_sd": 2.0}
 (report.dir / "metrics.json").write_text(json.dumps(metrics))
 report.verify(claims, metrics, ROOT / "reports" / "99_fake" / "rerun")
@@ -144,29 +151,56 @@ def test_verify_reruns_with_disjoint_seeds_and_the_chapter_compares(sandbox, mon
     assert sorted(p.name for p in kept.iterdir()) == ["claims.csv", "metrics.json", "params.yaml"]
     assert yaml.safe_load((kept / "params.yaml").read_text())["common"]["seed"] == 1000
     rerun = __import__("pandas").read_csv(kept / "claims.csv")
-    assert list(rerun.verdict) == ["not supported", "supported"]     # the seed-dependent claim flipped
+    assert list(rerun.verdict) == ["contradicted", "supported"]     # the seed-dependent claim flipped
     with pytest.raises(ParamsError, match="seed-offset=0"):
         verify.rerun_chapter("99_fake", seed_offset=0, reports=rep_dir)
 
 
-def test_report_verify_table(tmp_path):
+def _registry(tmp_path, margin="null"):
+    f = tmp_path / "claims.yaml"
+    f.write_text("chapter: 99_fake\nclaims:\n"
+                 f"  - {{id: c, claim: the claim c, source: article, rule: superiority, margin: {margin}, control: ctl}}\n"
+                 "  - {id: d, claim: d, source: identity, rule: identity_rule}\n")
+    return f
+
+
+def test_report_claims_replicate_cap_and_check_the_registry(tmp_path):
     import pandas as pd
     from kexue.report import Report
+    from kexue.verdicts import Verdict, superiority
     rerun = tmp_path / "rerun"
     rerun.mkdir()
-    pd.DataFrame({"claim": ["c", "d"], "evidence": ["", ""], "verdict": ["not supported", "supported"]}).to_csv(
-        rerun / "claims.csv", index=False)
+    pd.DataFrame({"id": ["c", "d"], "claim": ["the claim c", "d"], "verdict_this_run": ["supported", "supported"],
+                  "reason_this_run": ["significant", "within_tolerance"]}).to_csv(rerun / "claims.csv", index=False)
     (rerun / "metrics.json").write_text(json.dumps({"m": 1006.0}))
-    rep = Report(tmp_path / "r")
-    claims = pd.DataFrame({"claim": ["c", "d"], "evidence": ["", ""], "verdict": ["supported", "supported"]})
-    df = rep.verify(claims, {"m": 1000.0, "m_sd": 2.0}, rerun)
-    assert list(df.columns) == ["claim", "verdict", "verdict_on_rerun"]
-    assert list(df.verdict_on_rerun) == ["not supported", "supported"]
+    rep = Report(tmp_path / "r", chapter="99_fake", registry_file=_registry(tmp_path, "0.5"))
+    against = Verdict("contradicted", "inside_margin", "e", p_against=0.01, margin=0.5)
+    ok = Verdict("supported", "within_tolerance", "f")
+    failed_control = Verdict("inconclusive at this scale", "straddles", "the control")
+    df = rep.claims({"c": against, "d": ok}, controls={"ctl": failed_control}, rerun_dir=rerun)
+    assert list(df.claim) == ["the claim c", "d"] and list(df.source) == ["article", "identity"]
+    assert df.loc[0, "verdict_this_run"] == "inconclusive at this scale"           # capped by the control
+    assert df.loc[0, "reason"] == "unstable_on_rerun"                               # and differs from the rerun
+    assert df.loc[0, "control"].startswith("failed")
+    assert df.loc[1, "verdict"] == "supported" and df.loc[0, "margin"] == "0.500"
+    v = pd.read_csv(rep.dir / "tables" / "verify.csv")
+    assert list(v.columns[:4]) == ["id", "claim", "verdict", "verdict_on_rerun"]
+    shown = rep.verify(df, {"m": 1000.0, "m_sd": 2.0}, rerun)
     m = pd.read_csv(rep.dir / "tables" / "verify_metrics.csv")
-    assert m.loc[0, "change"] == 6.0 and m.loc[0, "change / seed sd"] == 3.0
-    # No rerun yet: said so, not silently "unchanged".
-    df = Report(tmp_path / "s").verify(claims, {}, tmp_path / "none")
-    assert set(df.verdict_on_rerun) == {"not rerun yet"}
+    assert m.loc[0, "change"] == 6.0 and m.loc[0, "change / seed sd"] == 3.0 and len(shown) == 2
+    # a verdict decided with another margin than the registered one is refused
+    wrong = superiority([1.0, 2.0, 3.0], [0.0, 1.0, 2.5], paired=True, margin=0.4)
+    with pytest.raises(ValueError, match="registered 0.5"):
+        rep.claims({"c": wrong, "d": ok}, controls={"ctl": failed_control}, rerun_dir=rerun)
+    with pytest.raises(ValueError, match="missing"):
+        rep.claims({"c": against}, controls={"ctl": failed_control}, rerun_dir=rerun)
+    with pytest.raises(ValueError, match="positive control 'ctl'"):
+        rep.claims({"c": against, "d": ok}, rerun_dir=rerun)
+    # no rerun yet: said so, not silently "unchanged"
+    rep2 = Report(tmp_path / "s", chapter="99_fake", registry_file=_registry(tmp_path))
+    df = rep2.claims({"c": Verdict("supported", "significant", "x"), "d": ok},
+                     controls={"ctl": Verdict("supported", "significant", "y")}, rerun_dir=tmp_path / "none")
+    assert set(df.verdict_on_rerun) == {"not rerun yet"} and list(df.verdict) == ["supported", "supported"]
 
 
 def test_section_seconds_sums_cell_durations_under_each_heading():

@@ -314,13 +314,13 @@ def test_unigram_loss_against_a_hand_count():
 
 
 def test_generation_rule_gates_on_the_unigram_floor():
-    from kexue.verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED
+    from kexue.verdicts import CONTRADICTED, INCONCLUSIVE, SUPPORTED
     # at the floor: inconclusive whatever the judge says
     v = generation_rule([0.9, 0.95, 0.9], [5.9, 5.8, 5.95], floor=6.0, target=0.5, min_gain=1.0)
-    assert v.verdict == INCONCLUSIVE and "not yet a generator" in v.evidence
+    assert (v.verdict, v.reason) == (INCONCLUSIVE, "gated") and "not yet a generator" in v.evidence
     # a real generator: the judged share decides
     assert generation_rule([0.9, 0.95, 0.92], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == SUPPORTED
-    assert generation_rule([0.1, 0.2, 0.15], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == NOT_SUPPORTED
+    assert generation_rule([0.1, 0.2, 0.15], [2.0, 2.1, 1.9], 6.0, 0.5, 1.0).verdict == CONTRADICTED
 
 
 def test_generation_rule_takes_one_floor_per_seed():

@@ -68,9 +68,9 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]   # D(x [B, ...]
 __all__ = [
     "CountingDenoiser", "EDMPrecond", "ResBlock", "SkipConnection", "SkipTuningParams", "SkipUNet",
     "classifier_fd", "edm_loss", "edm_loss_weight", "edm_precondition", "edm_sigmas", "ema_beta", "euler_sample",
-    "any_of", "argmin_per_set", "denoising_errors", "first_match", "fourier_filter", "freeu_scales", "gaussian_denoiser",
-    "generate", "heun_sample", "interior_minimum_rule", "rise_rule", "selected_gain_rule", "load_unet", "map_nonlinearity", "save_unet", "skip_scales", "stochastic_sample",
-    "speedup_rule", "train_unet", "trend_rule",
+    "argmin_per_set", "denoising_errors", "fourier_filter", "freeu_scales", "gaussian_denoiser",
+    "generate", "heun_sample", "load_unet", "map_nonlinearity", "save_unet", "skip_scales", "stochastic_sample",
+    "speedup_rule", "train_unet",
 ]
 
 
@@ -521,22 +521,6 @@ def denoising_errors(denoiser: Denoiser, images: torch.Tensor, sigmas, features:
     return out
 
 
-def first_match(candidates: dict[int, Sequence[float]], reference: Sequence[float], margin: float,
-                alpha: float = 0.05) -> tuple[int | None, dict[int, float]]:
-    r"""The fewest NFE whose FD matches a reference: `candidates[nfe]` and `reference` are FDs on the same
-    sample sets (set i shares its initial noise across them), and a candidate matches when the one-sided
-    $(1-\alpha)$ upper bound of the paired mean difference, candidate − reference, is at most `margin`
-    (non-inferiority). Returns (that NFE or None, each NFE's upper bound)."""
-    from .verdicts import difference
-    _check("margin", margin, margin >= 0 and math.isfinite(margin), "must be >= 0 and finite")
-    bounds = {}
-    for nfe in sorted(candidates):
-        d = difference(candidates[nfe], reference, paired=True, level=1 - 2 * alpha)
-        bounds[nfe] = d.high
-    match = next((nfe for nfe in sorted(bounds) if bounds[nfe] <= margin), None)
-    return match, bounds
-
-
 def argmin_per_set(fd: dict[float, Sequence[float]]) -> list[float]:
     """For FDs `fd[rho][set]` on shared sample sets: the rho with the lowest FD in each set (ties: the first listed)."""
     rhos = list(fd)
@@ -545,125 +529,30 @@ def argmin_per_set(fd: dict[float, Sequence[float]]) -> list[float]:
     return [rhos[min(range(len(rhos)), key=lambda j: (fd[rhos[j]][i], j))] for i in range(n.pop())]
 
 
-def trend_rule(x: Sequence[float], y: Sequence[float], increasing: bool = True, alpha: float = 0.05,
-               names: tuple[str, str] = ("x", "y")):
-    """Claim: y rises (or falls) with x. Kendall's tau, one-sided at `alpha` in the claimed direction:
-    supported when significant that way; not supported when significant the other way or when y never
-    changes; inconclusive otherwise."""
-    import numpy as np
-    from scipy import stats
-    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    _check("len(x), len(y)", (len(x), len(y)), len(x) == len(y) >= 3, "need equal lengths of at least 3")
-    word = "rises" if increasing else "falls"
-    if np.all(y == y[0]):
-        return Verdict(NOT_SUPPORTED, f"{names[1]} is {_fmt(float(y[0]))} at every {names[0]}", float("nan"))
-    claimed, other = ("greater", "less") if increasing else ("less", "greater")
-    tau = float(stats.kendalltau(x, y).statistic)
-    p = float(stats.kendalltau(x, y, alternative=claimed).pvalue)
-    p_other = float(stats.kendalltau(x, y, alternative=other).pvalue)
-    ev = f"{names[1]} against {names[0]}: Kendall τ = {_fmt(tau, 2)} (n = {len(x)}, one-sided p = {_fmt(p, 2)})"
-    if p < alpha:
-        return Verdict(SUPPORTED, ev + f": {names[1]} {word}", p)
-    if p_other < alpha:
-        return Verdict(NOT_SUPPORTED, ev.replace(f"one-sided p = {_fmt(p, 2)}", f"one-sided p the other way = "
-                                                 f"{_fmt(p_other, 2)}") + f": {names[1]} {'falls' if increasing else 'rises'}",
-                       p_other)
-    return Verdict(INCONCLUSIVE, ev, p)
-
-
 def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: int, at_match=None):
     """Claim: with Skip-Tuning, fewer NFE match the untuned sampler at `baseline_nfe` than without it.
 
     `tuned_nfe`, `untuned_nfe`: `first_match` results (None: no NFE below the baseline matched; an untuned
     None counts as `baseline_nfe`). `at_match`: the Verdict of "tuned beats untuned at `tuned_nfe`"
-    (`verdicts.superiority` on the judging sets, with the match margin as its margin). Not supported when
+    (`verdicts.superiority` on the judging sets, with the match margin as its margin). Contradicted when
     tuned sampling matches at no NFE below the baseline or at no fewer NFE than untuned sampling. When it
     matches earlier, that must not be a coin flip at the margin, so `at_match` decides: supported when
-    tuned sampling is significantly better than untuned there, not supported when the difference is
+    tuned sampling is significantly better than untuned there, contradicted when the difference is
     shown to be smaller than the margin (or goes the other way), inconclusive otherwise."""
-    from .verdicts import NOT_SUPPORTED, Verdict
+    from .verdicts import CONTRADICTED, Verdict
     untuned = baseline_nfe if untuned_nfe is None else untuned_nfe
     if tuned_nfe is None or tuned_nfe >= baseline_nfe:
-        return Verdict(NOT_SUPPORTED, f"tuned sampling matches {baseline_nfe} NFE at no NFE below it")
+        return Verdict(CONTRADICTED, "other_way", f"tuned sampling matches {baseline_nfe} NFE at no NFE below it",
+                       p_against=0.0)
     ev = f"tuned sampling matches at {tuned_nfe} NFE, untuned at {untuned} NFE"
     if tuned_nfe >= untuned:
-        return Verdict(NOT_SUPPORTED, ev + ": tuning saves no steps")
+        return Verdict(CONTRADICTED, "other_way", ev + ": tuning saves no steps", p_against=0.0)
     ev += f" (NFE ratio {baseline_nfe / tuned_nfe:.2g}× against {baseline_nfe / untuned:.2g}×)"
     if at_match is None:
         raise ValueError("at_match: the tuned-vs-untuned verdict at the tuned match is needed when tuning matches earlier")
     ev += f"; at {tuned_nfe} NFE, tuned vs untuned: {at_match.evidence}"
-    return Verdict(at_match.verdict, ev, at_match.p)
-
-
-def any_of(parts: dict[str, "Verdict"], label: str = ""):
-    """A claim that needs one part ("somewhere in this range"), each part already decided with the
-    family's correction (`verdicts.superiority_family`): supported when a part is, not supported when
-    none is and some part is significant the other way, inconclusive otherwise."""
-    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
-    _check("parts", len(parts), len(parts) >= 1, "need at least one part")
-    words = [v.verdict for v in parts.values()]
-    held = [k for k, v in parts.items() if v.verdict == SUPPORTED]
-    verdict = SUPPORTED if held else NOT_SUPPORTED if NOT_SUPPORTED in words else INCONCLUSIVE
-    head = f"holds at {', '.join(held)}" if held else "holds nowhere"
-    ev = (label + ": " if label else "") + f"{head} ({len(held)} of {len(parts)}); " + "; ".join(
-        v.evidence for v in parts.values())
-    return Verdict(verdict, ev, min((v.p for v in parts.values()), default=float("nan")), list(parts.values()))
-
-
-def interior_minimum_rule(fd: dict[float, Sequence[float]], best: float, alpha: float = 0.05):
-    """Claim: FD is U-shaped in rho, with its minimum inside the grid. `fd[rho]`: FDs on the judging sets
-    (paired by set); `best`: the rho picked on a separate selection set. Not supported when `best` is an end
-    of the grid; otherwise supported when FD at `best` is significantly lower than at both ends (paired
-    t-tests, Bonferroni over the two), not supported when either end is significantly lower."""
-    from .verdicts import NOT_SUPPORTED, Verdict, all_of, superiority
-    rhos = sorted(fd)
-    _check("best", best, best in fd, f"must be one of the grid's rho values {rhos}")
-    if best in (rhos[0], rhos[-1]):
-        return Verdict(NOT_SUPPORTED, f"best rho {best:g} is an end of the grid {rhos}: no interior minimum")
-    parts = [superiority(fd[best], fd[end], paired=True, alpha=alpha, higher_is_better=False, n_tests=2,
-                         names=(f"FD at rho {best:g}", f"at rho {end:g}")) for end in (rhos[-1], rhos[0])]
-    return all_of(parts)
-
-
-def selected_gain_rule(fd: dict, reference, select: Sequence[int], judge: Sequence[int], alpha: float = 0.05,
-                       name: str = "setting", margin: float | None = None):
-    """Claim: some setting of a knob beats the `reference` setting. `fd[key]`: FDs per sample set (paired).
-    The setting with the lowest mean FD on the `select` sets is judged on the `judge` sets (disjoint), by a
-    paired t-test (lower is better; with `margin`, a difference shown to lie within it is "no gain that
-    matters": not supported). Returns (selected key, Verdict); picking the reference itself is not supported."""
-    from .verdicts import NOT_SUPPORTED, Verdict, superiority
-    select, judge = list(select), list(judge)
-    _check("select, judge", (select, judge), bool(select) and bool(judge) and not set(select) & set(judge),
-           "need non-empty, disjoint lists of sample sets")
-    _check("reference", reference, reference in fd, "must be one of the settings")
-    keys = list(fd)
-    best = min(keys, key=lambda k: (float(sum(fd[k][i] for i in select)), keys.index(k)))
-    if best == reference:
-        return best, Verdict(NOT_SUPPORTED, f"the selection set picks the reference {name} {reference} itself")
-    a = [fd[best][i] for i in judge]
-    b = [fd[reference][i] for i in judge]
-    return best, superiority(a, b, paired=True, alpha=alpha, higher_is_better=False, margin=margin,
-                             names=(f"FD at {name} {best}", f"at {reference}"))
-
-
-def rise_rule(high: Sequence[float], low: Sequence[float], min_rise: float, alpha: float = 0.05,
-              names: tuple[str, str] = ("a", "b")):
-    """Claim: `high` exceeds `low` (paired, e.g. the best rho at many steps against at few steps), by a
-    rise worth the name. One-sided, at `alpha`, on the paired mean rise d: supported when d > 0 is
-    significant; not supported when the one-sided (1 - alpha) upper bound of d is below `min_rise` (a rise
-    of that size, e.g. one grid step, is ruled out); inconclusive otherwise. Unlike a two-sided test with a
-    symmetric margin, a clear fall and "no rise" both count against the claim."""
-    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt, difference
-    _check("min_rise", min_rise, min_rise > 0, "must be > 0")
-    d = difference(high, low, paired=True, level=1 - 2 * alpha)          # its upper end: one-sided (1 - alpha)
-    p_rise = d.p / 2 if d.estimate > 0 else 1 - d.p / 2                   # one-sided p of d > 0
-    ev = f"{names[0]} − {names[1]}: {d.text()}; one-sided p of a rise = {_fmt(p_rise, 2)}"
-    if p_rise < alpha:
-        return Verdict(SUPPORTED, ev, p_rise)
-    if d.high < min_rise:
-        return Verdict(NOT_SUPPORTED, ev + f"; a rise of {_fmt(min_rise)} or more is ruled out", p_rise)
-    return Verdict(INCONCLUSIVE, ev, p_rise)
+    import dataclasses
+    return dataclasses.replace(at_match, evidence=ev)
 
 
 # --- chapter 03 parameters (params.yaml `skip_tuning`) ---

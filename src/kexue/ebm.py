@@ -665,31 +665,17 @@ def ring_gap_contrast(energy: Callable[[torch.Tensor], torch.Tensor], n_modes: i
     return mids - torch.maximum(modes, modes.roll(-1, -1))
 
 
-def within_noise_rule(errors_in_se, bound: float = 4.0, what: str = "measurement") -> "Verdict":
-    """A closed-form prediction checked by simulation: supported when every |error| / standard error
-    is below `bound`, not supported when any is above it (notebook sections 1-3)."""
-    from .verdicts import NOT_SUPPORTED, SUPPORTED, Verdict
-    e = [float(v) for v in errors_in_se]
-    if not e or not all(math.isfinite(v) and v >= 0 for v in e):
-        raise ValueError(f"errors_in_se={errors_in_se!r}: need finite values >= 0")
-    worst = max(e)
-    ok = worst < bound
-    return Verdict(SUPPORTED if ok else NOT_SUPPORTED,
-                   f"{what}: largest |error| {worst:.2f} standard errors ({'<' if ok else '≥'} {bound:g}) "
-                   f"over {len(e)} checks")
-
-
 def mixing_rule(tv_chain: float, tv_long: float, tv_floor: float) -> "Verdict":
     """Do chains of the length used reach the learned model? TV to $q_\\theta$ of the chain of the length
     used (`tv_chain`), of ten times as many steps (`tv_long`), against the exact-sample noise floor:
-    supported when the chain is within the floor; not supported when it is above the floor and the
+    supported when the chain is within the floor; contradicted when it is above the floor and the
     long chain is too (or the long chain is below the floor while the short one is not: the chains
     of the length used have not mixed); never inconclusive once the floor is measured."""
-    from .verdicts import NOT_SUPPORTED, SUPPORTED, Verdict
+    from .verdicts import CONTRADICTED, SUPPORTED, Verdict
     if not all(math.isfinite(v) and v >= 0 for v in (tv_chain, tv_long, tv_floor)):
         raise ValueError(f"TVs must be finite and >= 0, got {tv_chain!r}, {tv_long!r}, {tv_floor!r}")
     ok = tv_chain <= tv_floor
-    return Verdict(SUPPORTED if ok else NOT_SUPPORTED,
+    return Verdict(SUPPORTED if ok else CONTRADICTED, "within_tolerance" if ok else "exceeds_tolerance",
                    f"TV {tv_chain:.3f} ({'within' if ok else 'above'} the exact-sample floor {tv_floor:.3f}); "
                    f"ten times as many steps: {tv_long:.3f} ({'within' if tv_long <= tv_floor else 'above'})")
 
@@ -710,10 +696,10 @@ def allocation_rule(variance_ratios: dict, tol: float = 1.1, alpha: float = 0.05
     """Reader's claim that N = M is the fair choice (notebook section 10). `variance_ratios`: target ->
     per-seed ratios (variance of a 1:1 split of real and model samples / the optimal split's, each
     >= 1). On each target, the one-sided (1 - alpha) t bounds of the mean ratio over seeds: supported
-    when every target's upper bound is at most `tol`; not supported when some target's lower bound
+    when every target's upper bound is at most `tol`; contradicted when some target's lower bound
     is above `tol`; inconclusive otherwise (a ratio near `tol` is not decided by its point estimate)."""
     from scipy import stats
-    from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict
+    from .verdicts import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Verdict
     if not isinstance(variance_ratios, dict) or not variance_ratios or not tol >= 1:
         raise ValueError(f"variance_ratios={variance_ratios!r} must map targets to per-seed ratios, tol={tol!r} >= 1")
     bounds = {}
@@ -726,10 +712,10 @@ def allocation_rule(variance_ratios: dict, tol: float = 1.1, alpha: float = 0.05
     ev = "; ".join(f"{t}: mean variance of 1:1 / optimal {m:.3f} [{lo:.3f}, {hi:.3f}] (one-sided {1 - alpha:.0%} "
                    f"bounds, n = {len(variance_ratios[t])} seeds)" for t, (m, lo, hi) in bounds.items())
     if all(hi <= tol for _, _, hi in bounds.values()):
-        return Verdict(SUPPORTED, ev + f"; every upper bound ≤ {tol:g}")
+        return Verdict(SUPPORTED, "equivalent", ev + f"; every upper bound ≤ {tol:g}", margin=tol)
     if any(lo > tol for _, lo, _ in bounds.values()):
-        return Verdict(NOT_SUPPORTED, ev + f"; a lower bound > {tol:g}")
-    return Verdict(INCONCLUSIVE, ev + f"; the bounds straddle {tol:g}")
+        return Verdict(CONTRADICTED, "outside_margin", ev + f"; a lower bound > {tol:g}", p_against=0.0, margin=tol)
+    return Verdict(INCONCLUSIVE, "straddles", ev + f"; the bounds straddle {tol:g}", margin=tol)
 
 
 def trains_like_rule(log_kl_a, log_kl_b, margin: float, alpha: float = 0.05,
@@ -737,18 +723,18 @@ def trains_like_rule(log_kl_a, log_kl_b, margin: float, alpha: float = 0.05,
     """Claim: objective `a` trains the model as well as `b` (notebook section 8), per paired seed.
 
     A run whose KL is non-finite (the energies overflowed) did not train: when `a` has such runs
-    significantly more often than `b` (Fisher's exact test at `alpha`) the claim is not supported;
+    significantly more often than `b` (Fisher's exact test at `alpha`) the claim is contradicted;
     otherwise TOST on the finite pairs against `margin` (`verdicts.equivalence`).
     """
-    from .verdicts import NOT_SUPPORTED, Verdict, divergence, equivalence
+    from .verdicts import CONTRADICTED, Verdict, divergence, equivalence
     a, b = np.asarray(log_kl_a, dtype=float), np.asarray(log_kl_b, dtype=float)
     if len(a) != len(b) or len(a) < 2:
         raise ValueError(f"need two paired sequences of equal length >= 2, got {len(a)} and {len(b)}")
     bad_a, bad_b = int((~np.isfinite(a)).sum()), int((~np.isfinite(b)).sum())
     p = divergence(bad_a, len(a), bad_b, len(b))
     if bad_a > bad_b and p < alpha:
-        return Verdict(NOT_SUPPORTED, f"{names[0]}: {bad_a} of {len(a)} runs non-finite against {bad_b} for "
-                                      f"{names[1]} (Fisher p = {p:.2g})", p)
+        return Verdict(CONTRADICTED, "other_way", f"{names[0]}: {bad_a} of {len(a)} runs non-finite against {bad_b} for "
+                                      f"{names[1]} (Fisher p = {p:.2g})", p_against=p)
     return equivalence(a, b, margin, paired=True, alpha=alpha, names=names)
 
 

@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from .config import param
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
-from .verdicts import INCONCLUSIVE, NOT_SUPPORTED, SUPPORTED, Verdict, _fmt as fmt, difference
+from .fmt import fmt
+from .verdicts import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Verdict
 
 METHODS = ("single", "alternating", "simultaneous", "single_frozen_d")
 
@@ -541,7 +542,7 @@ def dirac_rule(single_final: float, alternating_final: float, close: float, apar
     """Claim: on the Dirac-GAN the single loss behaves like 1:1 alternating.
 
     r = (single's final distance to equilibrium) / (alternating's), a deterministic run.
-    supported when max(r, 1/r) <= `close`; not supported when max(r, 1/r) >= `apart`;
+    supported when max(r, 1/r) <= `close`; contradicted when max(r, 1/r) >= `apart`;
     inconclusive in between. Thresholds are stated before the run (1 < close < apart).
     """
     if not 1 < close < apart:
@@ -551,25 +552,26 @@ def dirac_rule(single_final: float, alternating_final: float, close: float, apar
     ev = (f"final distance to equilibrium, single {fmt(single_final)} / alternating {fmt(alternating_final)} = "
           f"{fmt(r)}; close if within ×{fmt(close)} either way, apart if beyond ×{fmt(apart)}")
     if fold <= close:
-        return Verdict(SUPPORTED, ev + ": close")
+        return Verdict(SUPPORTED, "within_tolerance", ev + ": close", margin=close)
     if fold >= apart:
-        return Verdict(NOT_SUPPORTED, ev + ": apart")
-    return Verdict(INCONCLUSIVE, ev + ": in between")
+        return Verdict(CONTRADICTED, "exceeds_tolerance", ev + ": apart", p_against=0.0, margin=close)
+    return Verdict(INCONCLUSIVE, "straddles", ev + ": in between", margin=close)
 
 
 def lr_ratio_rule(ratios: dict[float, float], tol: float) -> Verdict:
     """Claim: λ in the loss sets G's step to λ times its size at λ = 1 (a D:G learning-rate ratio 1:λ).
 
     `ratios`: λ -> (G's step at λ) / (G's step at λ = 1), deterministic one-step measurements.
-    supported when every ratio is within `tol` (relative) of its λ; not supported otherwise.
+    supported when every ratio is within `tol` (relative) of its λ; contradicted otherwise.
     """
     off = {lam_: ratio / lam_ - 1 for lam_, ratio in ratios.items()}
     ev = ("G step / G step at λ = 1: " + ", ".join(f"{fmt(ratios[l_], 4)} at λ = {l_:g}" for l_ in ratios)
           + f" (rule: within {fmt(100 * tol)}% of λ)")
     if all(abs(v) <= tol for v in off.values()):
-        return Verdict(SUPPORTED, ev + ": proportional to λ")
+        return Verdict(SUPPORTED, "within_tolerance", ev + ": proportional to λ", margin=tol)
     inert = all(abs(ratios[l_] - 1) <= tol for l_ in ratios)
-    return Verdict(NOT_SUPPORTED, ev + (": λ nearly inert" if inert else ": not proportional to λ"))
+    return Verdict(CONTRADICTED, "exceeds_tolerance", ev + (": λ nearly inert" if inert else ": not proportional to λ"),
+                   p_against=0.0, margin=tol)
 
 
 def gradient_reversal_rule(rows: list[dict], min_max: tuple[str, ...] = ("wgan",), tol: float = 1e-6) -> Verdict:
@@ -579,7 +581,7 @@ def gradient_reversal_rule(rows: list[dict], min_max: tuple[str, ...] = ("wgan",
     `rows`: dicts with `loss`, `cosine`, `norm_ratio` (shortcut against true gradient), several
     conditions per loss. A row *matches* when |cosine - 1| <= tol and |norm_ratio - 1| <= tol.
     supported: every row of a min-max loss matches and every other loss has a row that does not;
-    not supported: a min-max row does not match, or another loss matches in every row.
+    contradicted: a min-max row does not match, or another loss matches in every row.
     """
     def matches(r):
         return abs(r["cosine"] - 1) <= tol and abs(r["norm_ratio"] - 1) <= tol
@@ -592,43 +594,8 @@ def gradient_reversal_rule(rows: list[dict], min_max: tuple[str, ...] = ("wgan",
     exact_ok = all(matches(r) for k in losses if k in min_max for r in by[k])
     others_differ = all(not all(matches(r) for r in by[k]) for k in losses if k not in min_max)
     if exact_ok and others_differ:
-        return Verdict(SUPPORTED, ev)
-    return Verdict(NOT_SUPPORTED, ev)
-
-
-def ratio_interval(ratios, level: float = 0.95) -> tuple[float, float, float, int]:
-    """(geometric mean, low, high, n) of positive ratios: a t interval on their logarithms, back-transformed.
-
-    One value, or values with no spread, give a point interval (an exact count, not a timing).
-    """
-    logs = np.log(np.asarray(ratios, dtype=float))
-    if len(logs) and np.ptp(logs) == 0:
-        g = float(np.exp(logs[0]))
-        return g, g, g, len(logs)
-    d = difference(logs, np.zeros_like(logs), paired=True, level=level)
-    return float(np.exp(d.estimate)), float(np.exp(d.low)), float(np.exp(d.high)), d.n
-
-
-def ratio_rule(ratios, band: float, level: float = 0.95, what: str = "ratio") -> Verdict:
-    """Claim: the ratio is above 1 (e.g. speed-up = alternating's time / single's, per round).
-
-    On the `level` interval of the geometric mean (`ratio_interval`): not supported when it lies
-    inside the band [1/(1+band), 1+band] (no difference that matters) or entirely below 1;
-    supported when it lies entirely above 1; inconclusive otherwise.
-    """
-    g, lo, hi, n = ratio_interval(ratios, level)
-    if lo == hi:
-        ev = f"{what} {fmt(g)} (exact, no spread)"
-    else:
-        ev = f"{what} {fmt(g)} [{fmt(lo)}, {fmt(hi)}] ({100 * level:.0f}% t-interval of the geometric mean, n = {n})"
-    ev += f"; band ±{fmt(100 * band)}%"
-    if lo >= 1 / (1 + band) and hi <= 1 + band:
-        return Verdict(NOT_SUPPORTED, ev + ": inside the band")
-    if hi < 1:
-        return Verdict(NOT_SUPPORTED, ev + ": below 1")
-    if lo > 1:
-        return Verdict(SUPPORTED, ev + ": above 1")
-    return Verdict(INCONCLUSIVE, ev + ": straddles 1")
+        return Verdict(SUPPORTED, "within_tolerance", ev, margin=tol)
+    return Verdict(CONTRADICTED, "exceeds_tolerance", ev, p_against=0.0, margin=tol)
 
 
 # --- chapter 01 experiment parameters (params.yaml `gan`) ---

@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .config import ROOT  # noqa: E402
+from .fmt import fmt, format_table, mean_std  # noqa: E402,F401  (re-exported for the notebooks)
 from .verdicts import VERDICTS  # noqa: E402  (re-exported: claims_table checks against it)
 
 
@@ -42,39 +43,6 @@ def _display(obj) -> None:
         return
     if get_ipython() is not None:
         display(obj)
-
-
-def fmt(x, sig: int = 3) -> str:
-    """A number with `sig` significant figures, readable: 0.000123 -> '1.23e-04', 1234.5 -> '1.23e+03'
-    only past 1e5; integers stay integers; NaN -> 'n/a'."""
-    if x is None:
-        return "n/a"
-    if isinstance(x, (bool, np.bool_)):
-        return str(bool(x))
-    if isinstance(x, (int, np.integer)):
-        return f"{int(x):,}" if abs(int(x)) >= 10_000 else str(int(x))
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return str(x)
-    if not math.isfinite(x):
-        return "n/a" if math.isnan(x) else ("∞" if x > 0 else "−∞")
-    if x == 0:
-        return "0"
-    mag = math.floor(math.log10(abs(x)))
-    if mag >= 5 or mag < -3:
-        return f"{x:.{sig - 1}e}"
-    decimals = max(sig - 1 - mag, 0)
-    return f"{x:,.{decimals}f}" if mag >= 4 else f"{x:.{decimals}f}"
-
-
-def format_table(df: pd.DataFrame, sig: int = 3) -> pd.DataFrame:
-    """Every float cell as `fmt(x, sig)`; other cells as they are. For display, never for CSV."""
-    out = df.copy()
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]) or pd.api.types.is_integer_dtype(out[col]):
-            out[col] = [fmt(v, sig) for v in out[col]]
-    return out
 
 
 def table_html(df: pd.DataFrame, sig: int = 3, index: bool | None = None) -> str:
@@ -152,13 +120,19 @@ def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
 class Report:
     """Paths of one chapter's report folder, created on first use, and what the notebook shows."""
     dir: Path
+    chapter: str | None = None        # default: the folder's name (a staging folder's too)
+    registry_file: Path | None = None  # default: claims/CHAPTER.yaml
     _figures: int = field(default=0, init=False, repr=False)
+    _registry: object = field(default=None, init=False, repr=False)
     _findings: list = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         self.dir = Path(self.dir)
         if not self.dir.is_absolute():
             self.dir = ROOT / self.dir
+        if not self.chapter:
+            name = self.dir.name
+            self.chapter = name.split(".staging-", 1)[1] if name.startswith(".staging-") else name
         (self.dir / "figures").mkdir(parents=True, exist_ok=True)
         (self.dir / "tables").mkdir(parents=True, exist_ok=True)
         for stale in ("findings.md", "summary.md", "captions.json"):
@@ -205,39 +179,110 @@ class Report:
         _display(_HTML(html))
         return df
 
-    def claims(self, rows: list[dict]) -> pd.DataFrame:
-        """Validate the claims table, save `tables/claims.csv`, show it as an HTML table."""
-        df = claims_table(rows)
+    @property
+    def registry(self):
+        """The chapter's claims registry, `claims/CHAPTER.yaml` (`kexue.claims`)."""
+        if self._registry is None:
+            from .claims import load_registry
+            self._registry = load_registry(self.chapter, path=self.registry_file)
+        return self._registry
+
+    def rule_history(self) -> None:
+        """§0: every registered change of a claim's words, rule or margin (from `claims/CHAPTER.yaml`)."""
+        from .claims import rule_history
+        rows = rule_history(self.registry)
+        if not rows:
+            self.note("No claim's words, rule or margin has changed since it was registered.")
+            return
+        self.note(f"Changes to the registered claims (`claims/{self.chapter}.yaml`; `git log` of that file "
+                  "has every edit):")
+        _display(_HTML(table_html(pd.DataFrame(rows), index=False)))
+
+    def claims(self, verdicts: dict, controls: dict | None = None, rerun_dir: Path | None = None) -> pd.DataFrame:
+        """The claims table: one row per registered claim, in the registry's order.
+
+        `verdicts`: claim id -> `kexue.verdicts.Verdict`; `controls`: control id -> the positive control's
+        Verdict (a claim whose testbed failed its control cannot be contradicted). Each row's words,
+        source and margin come from the registry; a Verdict decided with another margin is an error.
+        With a rerun on disjoint seeds in `rerun_dir` (default `reports/CHAPTER/rerun`), a verdict that
+        differs there becomes inconclusive (`unstable_on_rerun`). Saves `tables/claims.csv` and
+        `tables/verify.csv`, shows the table."""
+        from . import verdicts as V
+        reg = self.registry
+        controls = dict(controls or {})
+        missing, unknown = set(reg.ids) - set(verdicts), set(verdicts) - set(reg.ids)
+        if missing or unknown:
+            raise ValueError(f"claims/{self.chapter}.yaml: verdicts missing for {sorted(missing)}, "
+                             f"unregistered ids {sorted(unknown)}")
+        rerun_dir = Path(rerun_dir) if rerun_dir is not None else ROOT / "reports" / self.chapter / "rerun"
+        rerun = {}
+        if (rerun_dir / "claims.csv").exists():
+            old = pd.read_csv(rerun_dir / "claims.csv", keep_default_na=False)
+            if "id" in old.columns and "verdict_this_run" in old.columns:
+                rerun = {r["id"]: (r["verdict_this_run"], r["reason_this_run"]) for _, r in old.iterrows()}
+        rows = []
+        for c in reg.claims:
+            v = verdicts[c.id]
+            if not isinstance(v, V.Verdict):
+                raise TypeError(f"claim {c.id!r}: expected a kexue.verdicts.Verdict, got {type(v).__name__}")
+            if c.margin is not None and (v.margin is None or not math.isclose(v.margin, c.margin, rel_tol=1e-9)):
+                raise ValueError(f"claim {c.id!r}: decided with margin {v.margin!r}, registered {c.margin!r} "
+                                 f"(claims/{self.chapter}.yaml)")
+            control_text = ""
+            if c.control:
+                if c.control not in controls:
+                    raise ValueError(f"claim {c.id!r}: its positive control {c.control!r} was not computed")
+                ctl = controls[c.control]
+                control_text = f"{'passed' if ctl.verdict == V.SUPPORTED else 'failed'}: {ctl.evidence}"
+                v = V.with_control(v, ctl)
+            on_rerun = rerun.get(c.id)
+            final, reason = V.replicate(v.verdict, v.reason, on_rerun[0] if on_rerun else None)
+            rows.append({
+                "id": c.id, "claim": c.claim, "source": c.source, "verdict": final, "reason": reason,
+                "n": v.n if v.n is not None else "", "estimate": v.estimate,
+                "interval": v.interval_text(), "margin": "" if c.margin is None else f"{fmt(c.margin)}{c.unit}",
+                "detectable": v.detectable if math.isfinite(v.detectable) else float("nan"),
+                "control": control_text, "evidence": v.evidence + (f"; tuned toward this claim: {', '.join(c.tuned)}"
+                                                                   if c.tuned else ""),
+                "verdict_this_run": v.verdict, "reason_this_run": v.reason,
+                "verdict_on_rerun": on_rerun[0] if on_rerun else "not rerun yet",
+                "p_support": v.p_support, "p_against": v.p_against})
+        df = pd.DataFrame(rows)
         self.table(df, "claims", index=False)
-        _display(_HTML(table_html(df, index=False)))
+        self.table(df[["id", "claim", "verdict_this_run", "verdict_on_rerun", "verdict", "reason"]].rename(
+            columns={"verdict_this_run": "verdict", "verdict": "final verdict", "reason": "final reason"}),
+            "verify", index=False)
+        shown = df[["claim", "source", "verdict", "reason", "n", "interval", "margin", "detectable", "control",
+                    "evidence"]].copy()
+        shown["detectable"] = [fmt(x) if math.isfinite(x) else "" for x in df["detectable"]]
+        _display(_HTML(table_html(shown, index=False)))
+        unstable = int((df.reason == "unstable_on_rerun").sum())
+        if rerun:
+            self.note(f"Each verdict above is this run's, checked against the rerun on disjoint seeds: "
+                      f"{len(df) - unstable} of {len(df)} agree; "
+                      + (f"{unstable} changed and are inconclusive (`unstable_on_rerun`)." if unstable else
+                         "none changed."))
         return df
 
     def verify(self, claims: pd.DataFrame, metrics: dict, rerun_dir: Path) -> pd.DataFrame:
-        """Compare this run with the rerun on disjoint seeds (`kexue.verify`, kept in `rerun_dir`).
-
-        Saves `tables/verify.csv` (claim, verdict, verdict_on_rerun) and
-        `tables/verify_metrics.csv` (metric, value, value_on_rerun, change, change / seed sd when
-        the chapter logs `NAME_sd`), shows both, and says how many verdicts survived.
-        """
+        """Show how this run compares with the rerun on disjoint seeds (`kexue.verify`, kept in `rerun_dir`):
+        the verdicts (decided in `claims`) and `tables/verify_metrics.csv` (metric, value, value_on_rerun,
+        change, change / seed sd when the chapter logs `NAME_sd`)."""
         rerun_dir = Path(rerun_dir)
+        df = pd.read_csv(self.dir / "tables" / "verify.csv", keep_default_na=False)
         if not (rerun_dir / "claims.csv").exists():
-            df = claims[["claim", "verdict"]].assign(verdict_on_rerun="not rerun yet")
-            self.table(df, "verify", index=False)
             self.note(f"No rerun with disjoint seeds yet (`python -m kexue.verify`, in `{rerun_dir.name}/`).")
             return df
-        rerun = pd.read_csv(rerun_dir / "claims.csv")
-        df = claims[["claim", "verdict"]].merge(rerun[["claim", "verdict"]].rename(
-            columns={"verdict": "verdict_on_rerun"}), on="claim", how="left").fillna({"verdict_on_rerun": "missing"})
-        self.table(df, "verify", index=False)
-        same = int((df.verdict == df.verdict_on_rerun).sum())
+        same = int((df["verdict"] == df["verdict_on_rerun"]).sum())
         seed = ""
         if (rerun_dir / "params.yaml").exists():
             import yaml
             seed = f" (base seed {yaml.safe_load((rerun_dir / 'params.yaml').read_text())['common']['seed']})"
         self.note(f"**Verify.** The chapter was rerun with a disjoint set of seeds{seed}: "
-                  f"{same} of {len(df)} verdicts are unchanged"
-                  + ("." if same == len(df) else "; the changed ones are not robust at this scale."))
-        _display(_HTML(table_html(df, index=False)))
+                  f"{same} of {len(df)} verdicts are the same"
+                  + ("." if same == len(df) else "; the others are *inconclusive at this scale* "
+                     "(`unstable_on_rerun`) in the claims table."))
+        _display(_HTML(table_html(df[["claim", "verdict", "verdict_on_rerun", "final verdict"]], index=False)))
         flat_now, flat_re = _flatten(metrics), _flatten(json.loads((rerun_dir / "metrics.json").read_text())
                                                         if (rerun_dir / "metrics.json").exists() else {})
         rows = []
@@ -269,39 +314,3 @@ class Report:
         """The chapter's one-line finding for the front page (`summary.md`)."""
         self.note(md)
         (self.dir / "summary.md").write_text(" ".join(md.split()) + "\n", encoding="utf-8")
-
-
-def mean_std(values, digits: int = 2, scale: float = 1.0) -> str:
-    """'mean ± std' (sample std, ddof=1) of `values` times `scale`."""
-    v = np.asarray(values, dtype=float) * scale
-    sd = v.std(ddof=1) if len(v) > 1 else float("nan")
-    return f"{v.mean():.{digits}f} ± {sd:.{digits}f}"
-
-
-def claims_table(rows: list[dict]) -> pd.DataFrame:
-    """Each row: claim, evidence, verdict (one of VERDICTS)."""
-    for r in rows:
-        if set(r) != {"claim", "evidence", "verdict"}:
-            raise ValueError(f"claim row needs keys claim, evidence, verdict; got {sorted(r)}")
-        if r["verdict"] not in VERDICTS:
-            raise ValueError(f"verdict {r['verdict']!r} for claim {r['claim']!r}: must be one of {VERDICTS}")
-    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
-
-
-def compare(a, b, paired: bool = False, alpha: float = 0.05) -> tuple[float, float, str]:
-    """Is mean(a) above, below or tied with mean(b)? Returns (t, two-sided p, word).
-
-    `paired=True` when a[i] and b[i] share seed-dependent conditions (initialisation,
-    data order): the paired t-test then removes the seed-to-seed spread. Otherwise
-    Welch's t-test. The word is 'tied' unless p < alpha.
-    """
-    from scipy import stats
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if min(len(a), len(b)) < 2:
-        return float("nan"), float("nan"), "tied"
-    res = stats.ttest_rel(a, b) if paired else stats.ttest_ind(a, b, equal_var=False)
-    t, pval = float(res.statistic), float(res.pvalue)
-    if not np.isfinite(pval):          # e.g. identical samples
-        return t, 1.0, "tied"
-    return t, pval, ("tied" if pval >= alpha else "higher" if t > 0 else "lower")
-

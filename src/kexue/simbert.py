@@ -657,9 +657,6 @@ def generation_rule(judge_pass, heldout_loss, floor, target: float, min_gain: fl
     """
     from . import verdicts
     gain = np.asarray(floor, dtype=float) - np.asarray(heldout_loss, dtype=float)
-    gate = verdicts.meets_target(gain, min_gain, alpha=alpha, name="held-out loss below the unigram floor [nats]")
-    if gate.verdict != verdicts.SUPPORTED:
-        return verdicts.Verdict(verdicts.INCONCLUSIVE, f"not yet a generator: {gate.evidence}; judged similar: "
-                                f"{np.mean(judge_pass):.2f} of top generations (not judged)", gate.p, [gate])
+    learned = verdicts.meets_target(gain, min_gain, alpha=alpha, name="held-out loss below the unigram floor [nats]")
     share = verdicts.meets_target(judge_pass, target, alpha=alpha, name="share of top generations judged similar")
-    return verdicts.Verdict(share.verdict, f"{gate.evidence}; {share.evidence}", share.p, [gate, share])
+    return verdicts.gate(share, learned, "not yet a generator")

@@ -1,0 +1,73 @@
+"""kexue.claims: the registry of claims (claims/NN_slug.yaml) and its tie to the committed reports."""
+import math
+
+import pandas as pd
+import pytest
+
+from kexue.chapters import CHAPTERS
+from kexue.claims import SOURCES, RegistryError, load_registry, rule_history
+from kexue.config import ROOT
+from kexue.fmt import fmt
+from kexue.verdicts import REASONS, VERDICTS
+
+
+def _write(tmp_path, body):
+    f = tmp_path / "c.yaml"
+    f.write_text("chapter: 99_x\nclaims:\n" + body)
+    return f
+
+
+def test_registry_loads_and_validates(tmp_path):
+    f = _write(tmp_path, "  - {id: a, claim: 'A  claim', source: article, rule: superiority, margin: 0.5, seeds: 5,\n"
+                         "     changes: [{date: 2026-12-03, what: margin, old: 10%, new: 0.5, why: fixed before}]}\n")
+    reg = load_registry("99_x", path=f)
+    assert reg.ids == ["a"] and reg.margin("a") == 0.5 and reg["a"].claim == "A claim"
+    assert rule_history(reg) == [{"date": "2026-12-03", "claim": "a", "what": "margin", "old → new": "10% → 0.5",
+                                  "why": "fixed before"}]
+    with pytest.raises(KeyError, match="not registered"):
+        reg["b"]
+
+
+@pytest.mark.parametrize("body, match", [
+    ("  - {id: a, claim: c, source: blog, rule: r}\n", "source 'blog'"),
+    ("  - {id: a, claim: c, source: article, rule: r, margin: 1e-3}\n", "YAML reads 1e-3 as a string"),
+    ("  - {id: a, claim: c, source: article, rule: r}\n  - {id: a, claim: d, source: probe, rule: r}\n", "duplicate id"),
+    ("  - {id: a, claim: c, source: article, rule: r, colour: red}\n", "unknown keys"),
+    ("  - {id: a, claim: '', source: article, rule: r}\n", "'claim' must be a non-empty string"),
+    ("  - {id: a, claim: c, source: article, rule: r, changes: [{date: 1}]}\n", "needs date, what, why"),
+])
+def test_registry_errors_name_the_entry(tmp_path, body, match):
+    with pytest.raises(RegistryError, match=match):
+        load_registry("99_x", path=_write(tmp_path, body))
+
+
+def test_registry_of_another_chapter_is_refused(tmp_path):
+    with pytest.raises(RegistryError, match="expected '01_single_loss_gan'"):
+        load_registry("01_single_loss_gan", path=_write(tmp_path, "  - {id: a, claim: c, source: article, rule: r}\n"))
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_chapter_registers_its_claims(chapter):
+    reg = load_registry(chapter)
+    assert {c.source for c in reg.claims} <= set(SOURCES)
+    assert any(c.source in ("article", "paper", "reader") for c in reg.claims)
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_committed_claims_table_comes_from_the_registry(chapter):
+    """Every row of reports/CHAPTER/tables/claims.csv is a registered claim, in order, with its words,
+    source and margin; verdicts and reasons are the rules' words."""
+    table = ROOT / "reports" / chapter / "tables" / "claims.csv"
+    df = pd.read_csv(table, keep_default_na=False)
+    if "id" not in df.columns:
+        pytest.skip(f"{chapter}: the committed report predates the claims registry (rerun pending)")
+    reg = load_registry(chapter)
+    assert list(df["id"]) == reg.ids
+    assert list(df["claim"]) == [c.claim for c in reg.claims]
+    assert list(df["source"]) == [c.source for c in reg.claims]
+    for c, (_, row) in zip(reg.claims, df.iterrows()):
+        assert row["margin"] == ("" if c.margin is None else f"{fmt(c.margin)}{c.unit}"), c.id
+        assert row["verdict"] in VERDICTS and REASONS[row["reason"]][0] == row["verdict"], c.id
+        assert (row["control"] != "") == bool(c.control), c.id
+        if row["verdict_on_rerun"] in VERDICTS and row["verdict_on_rerun"] != row["verdict_this_run"]:
+            assert row["reason"] == "unstable_on_rerun", c.id
