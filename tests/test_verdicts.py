@@ -165,7 +165,7 @@ def test_unpaired_tost_uses_welch_degrees_of_freedom():
 
 
 def test_meets_target_is_decided_by_the_interval_on_either_side():
-    v = [140.0, 150.0, 145.0, 160.0, 148.0]
+    v = [140.5, 150.2, 145.1, 160.3, 148.7]
     res = stats.ttest_1samp(v, 170.0, alternative="less")
     hit = meets_target(v, 170.0, higher_is_better=False)
     assert (hit.verdict, hit.reason) == (SUPPORTED, "clears_target") and hit.p_support == pytest.approx(res.pvalue)
@@ -343,6 +343,9 @@ def test_a_failed_positive_control_stops_a_contradiction_not_a_finding():
     assert (capped.verdict, capped.reason) == (INCONCLUSIVE, "testbed_cannot_discriminate")
     found = _v(SUPPORTED, "significant", 0.01)
     assert with_control(found, failed) is found
+    same = _v(SUPPORTED, "equivalent", 0.01)                # a blind testbed makes everything look equivalent
+    assert with_control(same, failed, equivalence=True).reason == "testbed_cannot_discriminate"
+    assert with_control(same, passed, equivalence=True) is same
 
 
 def test_gate_and_replicate():
@@ -392,3 +395,11 @@ def test_committed_calibration_table_matches_the_code():
     fresh = V.operating_characteristics()
     assert list(committed["rule"]) == list(fresh["rule"])
     assert np.allclose(committed["error rate"], fresh["error rate"], atol=1e-4)
+
+
+def test_meets_target_on_counts_needs_the_exact_test():
+    v3 = meets_target([9, 9, 9], 8)                       # zero spread above the target, but 3 runs
+    assert (v3.verdict, v3.reason) == (INCONCLUSIVE, "no_exact_test")
+    v5 = meets_target([9, 10, 9, 9, 10], 8)
+    assert v5.verdict == SUPPORTED and v5.p_support == pytest.approx(max(1 / 32, stats.ttest_1samp(
+        [9, 10, 9, 9, 10], 8, alternative="greater").pvalue))

@@ -734,7 +734,7 @@ def trains_like_rule(log_kl_a, log_kl_b, margin: float, alpha: float = 0.05,
     p = divergence(bad_a, len(a), bad_b, len(b))
     if bad_a > bad_b and p < alpha:
         return Verdict(CONTRADICTED, "other_way", f"{names[0]}: {bad_a} of {len(a)} runs non-finite against {bad_b} for "
-                                      f"{names[1]} (Fisher p = {p:.2g})", p_against=p)
+                                      f"{names[1]} (Fisher p = {p:.2g})", p_against=p, margin=margin)
     return equivalence(a, b, margin, paired=True, alpha=alpha, names=names)
 
 

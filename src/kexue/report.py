@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from .config import ROOT  # noqa: E402
 from .fmt import fmt, format_table, mean_std  # noqa: E402,F401  (re-exported for the notebooks)
-from .verdicts import VERDICTS  # noqa: E402  (re-exported: claims_table checks against it)
+from .verdicts import VERDICTS  # noqa: E402
 
 
 def _display(obj) -> None:
@@ -234,7 +234,7 @@ class Report:
                     raise ValueError(f"claim {c.id!r}: its positive control {c.control!r} was not computed")
                 ctl = controls[c.control]
                 control_text = f"{'passed' if ctl.verdict == V.SUPPORTED else 'failed'}: {ctl.evidence}"
-                v = V.with_control(v, ctl)
+                v = V.with_control(v, ctl, equivalence=c.rule.startswith("equivalence"))
             on_rerun = rerun.get(c.id)
             final, reason = V.replicate(v.verdict, v.reason, on_rerun[0] if on_rerun else None)
             rows.append({
@@ -270,7 +270,7 @@ class Report:
         change, change / seed sd when the chapter logs `NAME_sd`)."""
         rerun_dir = Path(rerun_dir)
         df = pd.read_csv(self.dir / "tables" / "verify.csv", keep_default_na=False)
-        if not (rerun_dir / "claims.csv").exists():
+        if not df["verdict_on_rerun"].isin(VERDICTS).any():
             self.note(f"No rerun with disjoint seeds yet (`python -m kexue.verify`, in `{rerun_dir.name}/`).")
             return df
         same = int((df["verdict"] == df["verdict_on_rerun"]).sum())

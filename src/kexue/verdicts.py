@@ -419,12 +419,12 @@ def _decide_equivalence(est, se, dof, margin, alpha):
     return code, reason, p_tost, p_out, low, high, det
 
 
-def _decide_target(est, se, dof, target, alpha, higher_is_better=True):
+def _decide_target(est, se, dof, target, alpha, higher_is_better=True, p_exact=None):
     """The mean against a target fixed in advance: supported when the whole interval is on the good
     side, contradicted when it is wholly on the wrong side, inconclusive otherwise."""
     sign = 1.0 if higher_is_better else -1.0
     g = sign * (np.asarray(est, dtype=float) - target)
-    code, reason, p_sup, p_oth, low, high, det = _decide_gain(g, se, dof, alpha)
+    code, reason, p_sup, p_oth, low, high, det = _decide_gain(g, se, dof, alpha, p_exact=p_exact)
     reason = np.where(code == 1, "clears_target", np.where(code == -1, "misses_target", reason))
     lo_abs, hi_abs = (target + sign * low, target + sign * high) if higher_is_better else (target + sign * high,
                                                                                              target + sign * low)
@@ -613,12 +613,15 @@ def meets_target(values, target: float, higher_is_better: bool = True, alpha: fl
     n = v.size
     mean = float(v.mean())
     se = float(v.std(ddof=1) / math.sqrt(n)) if n > 1 else float("inf")
-    core = _decide_target(mean, se, n - 1, target, alpha, higher_is_better)
+    p_exact = sign_flip_p(sign * (v - target)) if _is_integer_valued(v) and float(target).is_integer() and n <= 16 \
+        else None                          # counts: the exact sign-flip test must agree
+    core = _decide_target(mean, se, n - 1, target, alpha, higher_is_better, p_exact)
     lo, hi = float(np.asarray(core[4]).reshape(-1)[0]), float(np.asarray(core[5]).reshape(-1)[0])
     ev = f"{name} {_fmt(mean)} [{_fmt(lo)}, {_fmt(hi)}] ({100 * level:.0f}% CI, n = {n}); target {word} {_fmt(target)}"
     return _from_core(core, ev, n, mean, level, target, notes={
         "clears_target": ": the interval clears it", "misses_target": ": the interval misses it",
-        "straddles": ": the interval crosses it", "too_few_runs": ": too few runs"})
+        "straddles": ": the interval crosses it", "too_few_runs": ": too few runs",
+        "no_exact_test": ": no exact test with these runs can reach the level"})
 
 
 def identity_rule(errors: dict[str, float], tol: float) -> Verdict:
@@ -649,12 +652,13 @@ def within_noise_rule(errors_in_se, bound: float = 4.0, what: str = "measurement
                    f"over {len(e)} checks", margin=bound, p_against=float("nan") if ok else 0.0)
 
 
-def all_of(parts: list[Verdict], label: str = "", show_parts: bool = False, alpha: float = ALPHA) -> Verdict:
+def all_of(parts: list[Verdict], label: str = "", show_parts: bool = False, alpha: float = ALPHA,
+           margin: float | None = None) -> Verdict:
     """A claim that needs every part. supported when every part is supported (an intersection-union
     test: each part at alpha, no correction needed); contradicted when a part's p against the claim
     survives Holm's correction over the parts (so k parts sitting on their margins do not add up to a
     false contradiction); inconclusive otherwise. Parts without a p against (identities) that are
-    contradicted count with p = 0."""
+    contradicted count with p = 0. `margin`: the margin the parts shared (recorded on the verdict)."""
     if not parts:
         raise ValueError("all_of needs at least one part")
     codes = np.array([_CODE[p.verdict] for p in parts])
@@ -678,9 +682,11 @@ def all_of(parts: list[Verdict], label: str = "", show_parts: bool = False, alph
         undecided = [p.reason for p in parts if p.verdict != SUPPORTED]
         reason = next((r for r in ("testbed_cannot_discriminate", "underpowered", "gated", "no_exact_test")
                        if r in undecided), "parts_undecided")
+    dets = [p.detectable for p in parts if np.isfinite(p.detectable)]
     return Verdict(word, reason, evidence, max((p.p_support for p in parts if np.isfinite(p.p_support)),
                                                default=float("nan")),
-                   float(np.min(adj)) if len(adj) else float("nan"), parts=list(parts))
+                   float(np.min(adj)) if len(adj) else float("nan"), n=min((p.n for p in parts if p.n), default=None),
+                   margin=margin, detectable=max(dets) if dets else float("nan"), parts=list(parts))
 
 
 def any_of(parts: dict[str, Verdict], label: str = "") -> Verdict:
@@ -939,11 +945,14 @@ def positive_control(known_better, known_worse, paired: bool, higher_is_better: 
                        unit=unit, names=names)
 
 
-def with_control(verdict: Verdict, control: Verdict | None) -> Verdict:
+def with_control(verdict: Verdict, control: Verdict | None, equivalence: bool = False) -> Verdict:
     """A verdict on a testbed that failed its positive control cannot contradict the claim: a null or
-    negative result there is `testbed_cannot_discriminate` (a supported verdict stands: an effect found
-    is found)."""
-    if control is None or control.verdict == SUPPORTED or verdict.verdict != CONTRADICTED:
+    negative result there is `testbed_cannot_discriminate`. A supported difference stands (an effect found
+    is found), but a supported *equivalence* does not (`equivalence=True`): a testbed that cannot tell
+    arms apart makes every pair look equivalent."""
+    if control is None or control.verdict == SUPPORTED:
+        return verdict
+    if verdict.verdict != CONTRADICTED and not (equivalence and verdict.verdict == SUPPORTED):
         return verdict
     return verdict.inconclusive("testbed_cannot_discriminate",
                                 f"the testbed failed its positive control ({control.evidence})")
