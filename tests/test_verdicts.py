@@ -354,6 +354,8 @@ def test_gate_and_replicate():
     assert gate(claim, pre_ok, "x").verdict == CONTRADICTED
     g = gate(claim, pre_no, "not yet a generator")
     assert (g.verdict, g.reason) == (INCONCLUSIVE, "gated") and "not yet a generator" in g.evidence
+    m = gate(superiority([1.0, 2.0, 3.5], [0.0, 1.0, 2.0], paired=True, margin=0.3), pre_no, "x")
+    assert m.margin == 0.3 and m.n == 3                    # the gated verdict keeps its numbers
     assert replicate(SUPPORTED, "significant", SUPPORTED) == (SUPPORTED, "significant")
     assert replicate(SUPPORTED, "significant", None) == (SUPPORTED, "significant")
     assert replicate(SUPPORTED, "significant", INCONCLUSIVE) == (INCONCLUSIVE, "unstable_on_rerun")

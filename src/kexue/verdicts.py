@@ -965,7 +965,8 @@ def gate(verdict: Verdict, precondition: Verdict, what: str) -> Verdict:
         return dataclasses.replace(verdict, evidence=f"{precondition.evidence}; {verdict.evidence}",
                                    parts=[precondition, verdict])
     return Verdict(INCONCLUSIVE, "gated", f"{what}: {precondition.evidence}; not judged ({verdict.evidence})",
-                   n=verdict.n, parts=[precondition, verdict])
+                   n=verdict.n, estimate=verdict.estimate, low=verdict.low, high=verdict.high, level=verdict.level,
+                   margin=verdict.margin, detectable=verdict.detectable, parts=[precondition, verdict])
 
 
 def replicate(verdict: str, reason: str, verdict_on_rerun: str | None, reason_on_rerun: str | None = None
