@@ -257,8 +257,8 @@ def link_crossrefs(text: str, chapter: str, targets: dict[str, set], *, bib: boo
             word, n = m.group(1), m.group(2)
             if n not in targets.get(kind, set()):
                 return m.group(0)
-            label = m.group(0)
-            return f"<a class=\"kexue-xref\" href=\"#{anchor(chapter, kind, n)}\">{label}</a>"
+            ident = f"equation-{anchor(chapter, kind, n)}" if kind == "eq" else anchor(chapter, kind, n)
+            return f"<a class=\"kexue-xref\" href=\"#{ident}\">{m.group(0)}</a>"
         return sub
 
     def prose(part: str) -> str:
@@ -287,6 +287,25 @@ def link_citations(text: str) -> str:
     "Srivastava et al., 2017", "NVlabs/edm") as links to its entry on the bibliography page."""
     return CITE.sub(lambda m: f"<a class=\"kexue-cite\" href=\"bibliography.html#ref-{CITE_FORMS[m.group(0)]}\">"
                               f"{m.group(0)}</a>", text)
+
+
+DISPLAY_MATH = re.compile(r"^([ \t]*\$\$)(.+?)\$\$[ \t]*$", re.M | re.S)
+
+
+def label_equations(markdown: str, chapter: str, start: int = 1) -> tuple[str, list[str]]:
+    """Number the display equations of a Markdown cell: each `$$...$$` block that starts and ends a
+    line gets a MyST label `(chNN-eq-K)`, K counting on from `start` through the chapter; Sphinx
+    numbers labelled equations in document order, so its "(K)" is the K here. Returns the new Markdown
+    and the numbers given."""
+    given = []
+
+    def sub(m):
+        if "$$" in m.group(2):                       # two blocks on one line: leave them alone
+            return m.group(0)
+        k = start + len(given)
+        given.append(str(k))
+        return f"{m.group(1)}{m.group(2)}$$ ({anchor(chapter, 'eq', k)})"
+    return DISPLAY_MATH.sub(sub, markdown), given
 
 
 def label_sections(markdown: str, chapter: str) -> tuple[str, set[str]]:
@@ -335,7 +354,7 @@ def figure_html(src: str, alt: str, width: int, height: int, fig_id: str | None)
     ident = f' id="{html.escape(fig_id)}"' if fig_id else ""
     min_w = math.ceil(MIN_SHOWN * width)
     return (f'<div class="kexue-figure"{ident}><img src="{html.escape(src)}" alt="{html.escape(alt, quote=True)}" '
-            f'width="{width}" height="{height}" loading="lazy" '
+            f'width="{width}" height="{height}" '
             f'style="width:100%;max-width:{width}px;min-width:{min_w}px;height:auto"></div>')
 
 
@@ -415,6 +434,8 @@ def prepare_notebook(nb, chapter: str, reports: Path = REPORTS):
         if c.cell_type == "markdown" and c is not params_cell:
             c.source, found = label_sections(_text(c.source), chapter)
             targets["s"] |= found
+            c.source, numbers = label_equations(c.source, chapter, len(targets["eq"]) + 1)
+            targets["eq"] |= set(numbers)
     for c in cells:
         for o in c.get("outputs", []):
             m = CAPTION.match(_text(o.get("data", {}).get("text/markdown", "")))
@@ -689,7 +710,13 @@ def sphinx_config() -> dict:
         html_theme_options={"home_page_in_toc": True, "show_navbar_depth": 1, "show_toc_level": 2,
                             "use_download_button": False, "use_fullscreen_button": False,
                             "use_repository_button": False, "navigation_with_keys": False,
-                            "search_bar_text": "Search the book..."},
+                            "search_bar_text": "Search the book...",
+                            "footer_content_items": ["extra-footer"],
+                            "extra_footer": "Built by <code>python -m kexue.book</code> from the executed "
+                                            "notebooks in <code>reports/</code>; nothing re-executed."},
+        # Search results without page summaries: those are fetched from the pages, which a browser
+        # refuses over file://.
+        html_show_search_summary=False, html_show_copyright=False,
         html_context={"default_mode": "light"},  # no dark mode: figures are drawn on white
         html_static_path=["_static"], html_css_files=["kexue.css"],
         html_copy_source=False, html_show_sourcelink=False, html_last_updated_fmt=None,
