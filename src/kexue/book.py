@@ -677,7 +677,7 @@ MATHJAX_CONFIG = r"""window.MathJax = {
             processEscapes: true, processEnvironments: true,
             // myst-nb marks the notebook "tex2jax_ignore" and its math and outputs as to be processed
             ignoreClass: "tex2jax_ignore|mathjax_ignore|highlight|kexue-params",
-            processClass: "tex2jax_process|mathjax_process|math|output_area|cell_output|kexue-glance"},
+            processClass: "tex2jax_process|mathjax_process|math|output_area|cell_output|kexue-glance|kexue-chapters"},
   "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null},
   messageStyle: "none", showMathMenu: false, menuSettings: {assistiveMML: false},
   AuthorInit: function () {
