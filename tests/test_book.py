@@ -46,17 +46,17 @@ def test_cell_role(source, role):
 
 
 def test_params_table_shows_values_that_ran_defaults_and_notes():
-    defaults = 'seed = 0\nlr = 0.0015   # AdaX (article default)\nscale = "default"\n'
-    injected = '# Parameters\nseed = 0\nlr = 0.003\nscale = "smoke"\nextra = 5\n'
+    defaults = 'seed = 0\nlr = 0.0015   # AdaX (article default)\nscale = "default"\neps = 2e-3\n'
+    injected = '# Parameters\nseed = 0\nlr = 0.003\nscale = "smoke"\nextra = 5\neps = 0.002\n'
     out = book.params_table(defaults, injected)
     assert out.startswith("<details") and "\n\n" not in out
     rows = re.findall(r"<tr><td><code>(\w+)</code></td><td><code>([^<]*)</code></td><td>(.*?)</td><td>(.*?)</td></tr>", out)
-    assert [r[0] for r in rows] == ["seed", "lr", "scale", "extra"]
+    assert [r[0] for r in rows] == ["seed", "lr", "scale", "extra", "eps"]
     by = {r[0]: r for r in rows}
     assert by["lr"][1] == "0.003" and by["lr"][2] == "<code>0.0015</code>" and by["lr"][3] == "AdaX (article default)"
-    assert by["seed"][2] == ""                                    # default equals the value that ran
+    assert by["seed"][2] == "" and by["eps"][2] == ""             # default equals the value that ran
     assert by["scale"][1] == "&quot;smoke&quot;"
-    assert "the 4 values" in out
+    assert "the 5 values" in out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def test_report_folder_and_index(tmp_path):
     assert "<table class='kexue-table'>\n<thead>" in page                # benchmark as a table
     assert "1 supported" in page and "<td>1.5</td>" in page              # status: 90 s = 1.5 min
     assert (tmp_path / "assets" / "mathjax" / "MathJax.js").exists()
+    assert '<a href="book/index.html">' in page                          # the book, from the front page
 
 
 def test_number_formatting():

@@ -185,6 +185,14 @@ def _comments(source: str) -> dict[str, str]:
     return out
 
 
+def _same_value(a: str, b: str) -> bool:
+    """Whether two Python literals are equal as values ("2e-3" and "0.002" are)."""
+    try:
+        return ast.literal_eval(a) == ast.literal_eval(b)
+    except (ValueError, SyntaxError):
+        return a == b
+
+
 def params_table(defaults: str, injected: str) -> str:
     """The parameters as one HTML table (a collapsed block): every value that ran (papermill's
     injected cell), the notebook's default where it differs, and the default cell's comment."""
@@ -196,6 +204,8 @@ def params_table(defaults: str, injected: str) -> str:
     for name in names:
         value = ran.get(name, default.get(name))
         d = default.get(name)
+        if d is not None and _same_value(d, value):
+            d = value
         rows.append(f"<tr><td><code>{html.escape(name)}</code></td><td><code>{html.escape(str(value))}</code></td>"
                     f"<td>{'' if d is None or d == value else '<code>' + html.escape(d) + '</code>'}</td>"
                     f"<td>{html.escape(notes.get(name, ''))}</td></tr>")
