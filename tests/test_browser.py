@@ -13,7 +13,8 @@ through a file:// URL and `check_page` lists what a reader would see broken:
 and the browser console has no SEVERE error (web fonts refused over file:// excepted).
 
 The book (`reports/book/`, `python -m kexue.book`) gets the same checks on every page, and
-`check_book_page` adds what a book must do: the sidebar lists every chapter, the page asks nothing
+`check_book_page` adds what a book must do: the sidebar lists every chapter, a chapter page has an
+in-page table of contents and previous/next links, the page asks nothing
 from another host (the browser's own resource list), every image has alt text and is shown at no
 less than 60% of its natural width. `test_book_search` searches a word of each chapter's title and
 expects that chapter among the results (Sphinx's index, loaded as a script: offline over file://).
@@ -108,12 +109,21 @@ def check_page(driver, path: Path) -> list[str]:
     source = path.read_text(encoding="utf-8", errors="replace")
     driver.get_log("browser")                                     # drop the previous page's messages
     driver.get(path.as_uri())
+    wait_loaded(driver)
     problems = check_math(driver, source, is_chapter)
     problems += check_images(driver, is_chapter)
     problems += check_links(driver, path)
     problems += check_no_network_assets(driver)
     problems += check_console(driver)
     return problems
+
+
+def wait_loaded(driver, timeout_s: float = 30) -> None:
+    """Until the document has loaded: under load, chromedriver's get() can return while the new
+    page is still 'loading' (seen with the book's pages), before its scripts are in the DOM."""
+    deadline = time.monotonic() + timeout_s
+    while driver.execute_script("return document.readyState") != "complete" and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def check_math(driver, source: str, is_chapter: bool) -> list[str]:
@@ -320,7 +330,9 @@ const images = Array.from(document.images).map(i => {
 });
 const requests = performance.getEntriesByType('resource').map(e => e.name)
   .filter(u => !/^(file|data|about|blob):/i.test(u));
-return {sidebar: sidebar, images: images, requests: requests};
+const pageToc = document.querySelectorAll('.bd-sidebar-secondary nav.page-toc a[href^="#"]').length;
+const prevNext = document.querySelectorAll('.prev-next-area a[href]').length;
+return {sidebar: sidebar, images: images, requests: requests, pageToc: pageToc, prevNext: prevNext};
 """
 
 
@@ -333,6 +345,11 @@ def check_book_page(driver, path: Path, chapters: list[str]) -> list[str]:
     else:
         problems += [f"sidebar does not list chapter {c}" for c in chapters if f"{c}.html" not in state["sidebar"]]
     problems += [f"request to another host: {short(u)}" for u in state["requests"]]
+    if path.stem in chapters:
+        if state["pageToc"] < 2:
+            problems.append(f"chapter page without an in-page table of contents ({state['pageToc']} entries)")
+        if state["prevNext"] < 1:
+            problems.append("chapter page without previous/next links")
     for img in state["images"]:
         alt = (img["alt"] or "").strip()
         if not alt or alt.startswith("No description has been provided"):
@@ -509,8 +526,10 @@ def test_book_checker_catches_missing_chapter_alt_text_and_shrunk_images(driver,
         "<img src='figures/wide.png' alt='a wide figure' style='width:100px'>"
         "<img src='figures/ok.png'><img src='figures/ok.png' alt='No description has been provided for this image'>"
         "</body></html>\n", encoding="utf-8")
-    problems = "\n".join(check_book_page(driver, page, ["01_demo", "02_other"]))
+    problems = "\n".join(check_book_page(driver, page, ["01_demo", "02_other", "book"]))
     assert "sidebar does not list chapter 02_other" in problems
+    assert "chapter page without an in-page table of contents" in problems
+    assert "chapter page without previous/next links" in problems
     assert "sidebar does not list chapter 01_demo" not in problems
     assert "image shown at 100 of its 400 px" in problems
     assert problems.count("image without alt text: figures/ok.png") == 2
