@@ -309,3 +309,18 @@ def test_committed_book_has_every_chapter():
     index = (site / "index.html").read_text(encoding="utf-8")
     for chapter in ran:
         assert f'href="{chapter}.html"' in index
+
+
+def test_committed_book_is_up_to_date(tmp_path):
+    """The committed pages are what `python -m kexue.book` makes from the committed reports now (the
+    build is deterministic), so a chapter rerun without the book stage shows up here."""
+    site = ROOT / "reports" / "book"
+    if not (site / "index.html").exists():
+        pytest.skip("no committed book")
+    fresh = book.build(ROOT / "reports", tmp_path / "book", src=tmp_path / "src")
+    pages = sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file())
+    assert pages == committed, "reports/book has other files than a fresh build: python -m kexue.book"
+    stale = [p for p in pages if p.endswith((".html", ".js", ".css"))
+             and (fresh / p).read_bytes() != (site / p).read_bytes()]
+    assert not stale, f"reports/book is stale ({', '.join(stale[:5])}): python -m kexue.book"
