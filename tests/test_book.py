@@ -38,6 +38,11 @@ def png(width: int, height: int) -> bytes:
     ("report.finding(f'{x}')\nreport.summary('s')", "bookkeeping"),
     ("report.verify(claims, live.summary, path)\nlive.end()", "bookkeeping"),
     ("result = train(model, steps)\nreport.show(table, 'name', 'caption')", None),
+    ("a = train()\nb = evaluate(a)\nc = compare(a, b)\nreport.finding(f'{c}')", None),   # an experiment
+    ("live = Live('x', dvcyaml=False)\nlive.log_metric('a', 1)\nx = 1", "bookkeeping"),
+    ("%matplotlib inline\nx = 1", None),
+    ("import a\nimport b\nimport c\nimport d\nfrom e import f\n" + "x = load()\n" * 10, "setup"),
+    ("x = load()\nimport a\nimport b\nimport c\nimport d\nfrom e import f\n" + "x = load()\n" * 10, None),
     ("# only a comment\n", None),
     ("", None),
 ])
@@ -208,6 +213,7 @@ def demo_reports(root: Path, chapter: str = "04_adax") -> Path:
     pd.DataFrame({"claim": ["a", "b"], "evidence": ["x", "y"],
                   "verdict": ["supported", "not supported"]}).to_csv(d / "tables" / "claims.csv", index=False)
     (d / "summary.md").write_text("1 of 2 claims supported; $x_1$ is **small**.")
+    (d / "captions.json").write_text(json.dumps({"curve": "A curve of $\\beta_2$."}))
     (d / "status.json").write_text(json.dumps({"chapter": chapter, "scale": "smoke", "device": "cpu",
                                                "stage_seconds": 90.0, "finished_utc": "2026-01-01 00:00",
                                                "git_revision": "abc1234"}))
@@ -267,6 +273,7 @@ def test_landing_page_rows(tmp_path):
     page = book.landing_page(reports, thumbs, ["04_adax"])
     assert "## How to read a verdict" in page and "## Execution status" in page
     assert '<img class="kexue-thumb" src="_thumbs/04_adax.png" width="320" height="107"' in page
+    assert 'alt="Chapter 04, headline figure: A curve of β2."' in page
     assert "2 claims of the article: 1 supported, 1 not supported" in page
     assert "<strong>small</strong>" in page and "$x_1$" in page             # summary: Markdown, math kept
     assert "<td>abc1234</td>" in page and "<td>1.5</td>" in page            # status: revision, minutes

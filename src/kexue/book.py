@@ -146,22 +146,41 @@ BIB_GROUPS = {"article": "The seed articles (kexue.fm)", "paper": "Papers the ch
 
 
 PLOT = re.compile(r"\breport\.figure\(|\bplt\.(subplots|figure)\(|\.savefig\(")
-BOOKKEEPING = re.compile(r"\blive\.(end|log_metric|next_step)\(|\bLive\(|\breport\.(verify|summary|finding)\(")
 IMPORT = re.compile(r"^\s*(import\s+\w|from\s+[\w.]+\s+import\b)")
+# Bookkeeping: calls that record what was measured rather than measure it.
+BOOKKEEPING = {"report": {"verify", "summary", "finding", "note"}, "live": {"end", "log_metric", "next_step"}}
+
+
+def _is_bookkeeping(stmt) -> bool:
+    """A top-level statement `report.finding(...)`, `live.end()`, `live = Live(...)`, ..."""
+    value = stmt.value if isinstance(stmt, (ast.Expr, ast.Assign)) else None
+    if not isinstance(value, ast.Call):
+        return False
+    f = value.func
+    if isinstance(f, ast.Name):
+        return f.id == "Live"
+    return (isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
+            and f.attr in BOOKKEEPING.get(f.value.id, ()))
 
 
 def cell_role(source: str) -> str | None:
-    """What a code cell is for a reader: 'plot', 'setup' (imports), 'bookkeeping' (metrics, findings,
-    verify) or None (the cell is part of the argument and stays open)."""
+    """What a code cell is for a reader: 'plot' (it draws a figure), 'setup' (mostly imports, or
+    opening with at least five),
+    'bookkeeping' (at least two thirds of its statements record results: findings, summary, verify,
+    DVCLive) or None (the cell is part of the argument and stays open)."""
     lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         return None
     if PLOT.search(source):
         return "plot"
     imports = sum(bool(IMPORT.match(ln)) for ln in lines)
-    if imports and imports >= len(lines) / 2:
-        return "setup"
-    if BOOKKEEPING.search(source):
+    if imports and (imports >= len(lines) / 2 or (IMPORT.match(lines[0]) and imports >= 5)):
+        return "setup"                       # mostly imports, or a block of imports and the set-up after it
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:                      # IPython magics and the like: leave the cell open
+        return None
+    if body and sum(map(_is_bookkeeping, body)) >= 2 * len(body) / 3:
         return "bookkeeping"
     return None
 
@@ -539,6 +558,15 @@ def make_thumbnail(png: Path, out: Path, width: int = THUMB_WIDTH) -> tuple[int,
     return width, height
 
 
+def figure_caption(folder: Path, chapter: str) -> str:
+    """The caption of a chapter's headline figure, from `captions.json` ('' when absent)."""
+    fig = headline_figure(chapter, folder.parent)
+    f = folder / "captions.json"
+    if fig is None or not f.exists():
+        return ""
+    return json.loads(f.read_text(encoding="utf-8")).get(fig.stem, "")
+
+
 def headline_figure(chapter: str, reports: Path = REPORTS) -> Path | None:
     figs = sorted((Path(reports) / chapter / "figures").glob("*.png"))
     if not figs:
@@ -586,7 +614,8 @@ def chapter_rows(reports: Path, thumbs: dict[str, tuple[str, int, int]]) -> str:
         thumb = ""
         if chapter in thumbs:
             src, w, h = thumbs[chapter]
-            alt = f"Headline figure of chapter {chapter[:2]}"
+            caption = plain_text(figure_caption(d, chapter))
+            alt = f"Chapter {chapter[:2]}, headline figure" + (f": {caption}" if caption else "")
             thumb = (f'<a href="{chapter}.html"><img class="kexue-thumb" src="{src}" width="{w}" height="{h}" '
                      f'alt="{html.escape(alt)}"></a>')
         summary = (d / "summary.md").read_text(encoding="utf-8").strip() if (d / "summary.md").exists() else ""
