@@ -152,9 +152,9 @@ def test_claim_counts_old_format(tmp_path):
     pd.DataFrame({"claim": list("abcd"), "evidence": list("wxyz"),
                   "verdict": ["supported", "not supported", "supported", "inconclusive at this scale"]}).to_csv(f)
     counts = book.claim_counts(f)
-    assert counts == {"article": {"supported": 2, "not supported": 1, "inconclusive at this scale": 1}, "other": {}}
-    assert book.counts_sentence(counts) == ("4 claims of the article: 2 supported, 1 not supported, "
-                                            "1 inconclusive at this scale")
+    assert counts == {"article": {"supported": 2, "not supported": 1, "inconclusive at this scale": 1},
+                      "other": {}, "by_source": False}
+    assert book.counts_sentence(counts) == "4 claims: 2 supported, 1 not supported, 1 inconclusive at this scale"
 
 
 def test_claim_counts_new_format_counts_probes_apart(tmp_path):
@@ -169,7 +169,7 @@ def test_claim_counts_new_format_counts_probes_apart(tmp_path):
     text = book.counts_sentence(counts)
     assert text.startswith("3 claims of the article: 1 supported, 1 contradicted")
     assert "2 probes (not counted): 1 supported, 1 contradicted" in text
-    assert book.claim_counts(tmp_path / "missing.csv") == {"article": {}, "other": {}}
+    assert book.claim_counts(tmp_path / "missing.csv") == {"article": {}, "other": {}, "by_source": False}
     assert book.counts_sentence(book.claim_counts(tmp_path / "missing.csv")) == "no claims table yet"
 
 
@@ -248,7 +248,7 @@ def test_prepare_notebook(tmp_path):
     assert not any("parameters" in c.metadata.get("tags", []) for c in out.cells)
     assert sum("<details class=\"kexue-params\">" in s for s in sources) == 1
     glance = next(s for s in sources if "Verdicts at a glance" in s)
-    assert "2 claims of the article: 1 supported, 1 not supported" in glance and 'href="#ch04-s-2"' in glance
+    assert "2 claims: 1 supported, 1 not supported" in glance and 'href="#ch04-s-2"' in glance
     assert sources.index(glance) == 1                                       # right under the title
     title = out.cells[0].source
     assert 'href="#ch04-s-1"' in title and 'href="#ch04-fig-1"' in title
@@ -274,7 +274,7 @@ def test_landing_page_rows(tmp_path):
     assert "## How to read a verdict" in page and "## Execution status" in page
     assert '<img class="kexue-thumb" src="_thumbs/04_adax.png" width="320" height="107"' in page
     assert 'alt="Chapter 04, headline figure: A curve of β2."' in page
-    assert "2 claims of the article: 1 supported, 1 not supported" in page
+    assert "2 claims: 1 supported, 1 not supported" in page
     assert "<strong>small</strong>" in page and "$x_1$" in page             # summary: Markdown, math kept
     assert "<td>abc1234</td>" in page and "<td>1.5</td>" in page            # status: revision, minutes
     assert "(not run yet)" in page                                          # the other chapters

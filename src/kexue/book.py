@@ -394,15 +394,17 @@ def figure_html(src: str, alt: str, width: int, height: int, fig_id: str | None)
 def claim_counts(claims_csv: Path) -> dict:
     """Verdict counts of a chapter's claims table, old or new format.
 
-    Returns {"article": {verdict: n}, "other": {source: {verdict: n}}}. When the table has a
-    `source` column, only article/paper/reader claims count as the article's; probes, anchors and
-    identities are counted apart. Without it, every row is the article's."""
+    Returns {"article": {verdict: n}, "other": {source: {verdict: n}}, "by_source": bool}. When the
+    table has a `source` column, only article/paper/reader claims count as the article's; probes,
+    anchors and identities are counted apart. Without it every row counts, and the table does not
+    say which rows are the article's (`by_source` False)."""
     import pandas as pd
+    empty = {"article": {}, "other": {}, "by_source": False}
     if not Path(claims_csv).exists():
-        return {"article": {}, "other": {}}
+        return empty
     df = pd.read_csv(claims_csv)
     if "verdict" not in df.columns:
-        return {"article": {}, "other": {}}
+        return empty
     df["verdict"] = df["verdict"].astype(str).str.strip()
 
     def count(frame):
@@ -410,20 +412,22 @@ def claim_counts(claims_csv: Path) -> dict:
         order = [v for v in VERDICT_ORDER if v in vc.index] + sorted(v for v in vc.index if v not in VERDICT_ORDER)
         return {v: int(vc[v]) for v in order}
     if "source" not in df.columns:
-        return {"article": count(df), "other": {}}
+        return {"article": count(df), "other": {}, "by_source": False}
     src = df["source"].astype(str).str.strip().str.lower()
     other = {s: count(df[src == s]) for s in sorted(set(src) - set(ARTICLE_SOURCES))}
-    return {"article": count(df[src.isin(ARTICLE_SOURCES)]), "other": other}
+    return {"article": count(df[src.isin(ARTICLE_SOURCES)]), "other": other, "by_source": True}
 
 
 def counts_sentence(counts: dict) -> str:
-    """"5 of 7 claims supported, 2 not supported" and, apart, the probes/anchors/identities."""
+    """"7 claims of the article: 5 supported, 2 contradicted" and, apart, the probes, anchors and
+    identities; "7 claims: ..." when the table does not say where its claims come from."""
     art = counts.get("article", {})
     total = sum(art.values())
     if not total:
         return "no claims table yet"
     parts = [f"{n} {v}" for v, n in art.items()]
-    out = f"{total} claim{'s' if total != 1 else ''} of the article: " + ", ".join(parts)
+    whose = " of the article" if counts.get("by_source") else ""
+    out = f"{total} claim{'s' if total != 1 else ''}{whose}: " + ", ".join(parts)
     for source, c in counts.get("other", {}).items():
         k = sum(c.values())
         out += f"; {k} {source}{'s' if k != 1 and not source.endswith('s') else ''} (not counted): " + ", ".join(
