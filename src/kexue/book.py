@@ -557,6 +557,7 @@ def make_thumbnail(png: Path, out: Path, width: int = THUMB_WIDTH) -> tuple[int,
         width = min(width, w)
         height = max(1, round(h * width / w))
         thumb = im.convert("RGB").resize((width, height), Image.LANCZOS)
+        thumb = thumb.quantize(colors=256, method=Image.Quantize.MEDIANCUT)   # a palette: a third of the bytes
         out.parent.mkdir(parents=True, exist_ok=True)
         thumb.save(out, format="PNG", optimize=True)
     return width, height
