@@ -350,6 +350,8 @@ def check_book_page(driver, path: Path, chapters: list[str]) -> list[str]:
             problems.append(f"chapter page without an in-page table of contents ({state['pageToc']} entries)")
         if state["prevNext"] < 1:
             problems.append("chapter page without previous/next links")
+        if not state["images"]:
+            problems.append("chapter page shows no figure")
     for img in state["images"]:
         alt = (img["alt"] or "").strip()
         if not alt or alt.startswith("No description has been provided"):
@@ -530,6 +532,7 @@ def test_book_checker_catches_missing_chapter_alt_text_and_shrunk_images(driver,
     assert "sidebar does not list chapter 02_other" in problems
     assert "chapter page without an in-page table of contents" in problems
     assert "chapter page without previous/next links" in problems
+    assert "chapter page shows no figure" not in problems                 # it has three images
     assert "sidebar does not list chapter 01_demo" not in problems
     assert "image shown at 100 of its 400 px" in problems
     assert problems.count("image without alt text: figures/ok.png") == 2
