@@ -12,6 +12,13 @@ through a file:// URL and `check_page` lists what a reader would see broken:
 4. no script or stylesheet comes from the network;
 and the browser console has no SEVERE error (web fonts refused over file:// excepted).
 
+The book (`reports/book/`, `python -m kexue.book`) gets the same checks on every page, and
+`check_book_page` adds what a book must do: the sidebar lists every chapter, a chapter page has an
+in-page table of contents and previous/next links, the page asks nothing
+from another host (the browser's own resource list), every image has alt text and is shown at no
+less than 60% of its natural width. `test_book_search` searches a word of each chapter's title and
+expects that chapter among the results (Sphinx's index, loaded as a script: offline over file://).
+
 The reports folder is `kexue.config.ROOT / "reports"`, or `$KEXUE_REPORTS` when set. Without
 chromium and chromedriver the page tests are skipped, unless `$CI` is set: then they fail.
 """
@@ -33,6 +40,10 @@ from kexue.config import ROOT
 
 REPORTS = Path(os.environ.get("KEXUE_REPORTS") or ROOT / "reports")
 PAGES = [REPORTS / "index.html"] + sorted(REPORTS.glob("[0-9][0-9]_*/[0-9][0-9]_*.html"))
+BOOK = REPORTS / "book"
+BOOK_PAGES = sorted(BOOK.glob("*.html"))
+BOOK_CHAPTERS = sorted(p.stem for p in BOOK.glob("[0-9][0-9]_*.html"))
+MIN_SHOWN = 0.6          # no image shown below this share of its natural width
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -98,12 +109,21 @@ def check_page(driver, path: Path) -> list[str]:
     source = path.read_text(encoding="utf-8", errors="replace")
     driver.get_log("browser")                                     # drop the previous page's messages
     driver.get(path.as_uri())
+    wait_loaded(driver)
     problems = check_math(driver, source, is_chapter)
     problems += check_images(driver, is_chapter)
     problems += check_links(driver, path)
     problems += check_no_network_assets(driver)
     problems += check_console(driver)
     return problems
+
+
+def wait_loaded(driver, timeout_s: float = 30) -> None:
+    """Until the document has loaded: under load, chromedriver's get() can return while the new
+    page is still 'loading' (seen with the book's pages), before its scripts are in the DOM."""
+    deadline = time.monotonic() + timeout_s
+    while driver.execute_script("return document.readyState") != "complete" and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def check_math(driver, source: str, is_chapter: bool) -> list[str]:
@@ -293,6 +313,105 @@ def short(text: str | None, n: int = 120) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# The book
+
+
+BOOK_STATE = """
+const side = document.querySelector('#bd-docs-nav, .bd-sidebar-primary nav, .bd-sidebar-primary');
+const here = location.pathname.split('/').pop();
+const sidebar = side ? Array.from(side.querySelectorAll('a[href]')).map(a => {
+  const h = a.getAttribute('href');
+  return (h === '#' || h === '') ? here : h.split('#')[0].split('/').pop();
+}) : null;
+const images = Array.from(document.images).map(i => {
+  const r = i.getBoundingClientRect();
+  return {src: i.getAttribute('src'), alt: i.getAttribute('alt'), natural: i.naturalWidth,
+          shown: r.width, visible: i.offsetParent !== null && r.width > 0};
+});
+const requests = performance.getEntriesByType('resource').map(e => e.name)
+  .filter(u => !/^(file|data|about|blob):/i.test(u));
+const pageToc = document.querySelectorAll('.bd-sidebar-secondary nav.page-toc a[href^="#"]').length;
+const prevNext = document.querySelectorAll('.prev-next-area a[href]').length;
+return {sidebar: sidebar, images: images, requests: requests, pageToc: pageToc, prevNext: prevNext};
+"""
+
+
+def check_book_page(driver, path: Path, chapters: list[str]) -> list[str]:
+    """The general checks (`check_page`), then the book's own; [] when none fails."""
+    problems = check_page(driver, path)
+    state = driver.execute_script(BOOK_STATE)
+    if state["sidebar"] is None:
+        problems.append("no sidebar (primary navigation) on the page")
+    else:
+        problems += [f"sidebar does not list chapter {c}" for c in chapters if f"{c}.html" not in state["sidebar"]]
+    problems += [f"request to another host: {short(u)}" for u in state["requests"]]
+    if path.stem in chapters:
+        if state["pageToc"] < 2:
+            problems.append(f"chapter page without an in-page table of contents ({state['pageToc']} entries)")
+        if state["prevNext"] < 1:
+            problems.append("chapter page without previous/next links")
+        if not state["images"]:
+            problems.append("chapter page shows no figure")
+    for img in state["images"]:
+        alt = (img["alt"] or "").strip()
+        if not alt or alt.startswith("No description has been provided"):
+            problems.append(f"image without alt text: {short(img['src'])}")
+        if img["visible"] and img["natural"] and img["shown"] < MIN_SHOWN * img["natural"] - 0.5:
+            problems.append(f"image shown at {img['shown']:.0f} of its {img['natural']} px "
+                            f"(< {MIN_SHOWN:.0%}): {short(img['src'])}")
+    return problems
+
+
+@pytest.mark.parametrize("page", BOOK_PAGES, ids=lambda p: "book/" + p.name)
+def test_book_page_in_browser(driver, page):
+    problems = check_book_page(driver, page, BOOK_CHAPTERS)
+    assert not problems, f"book/{page.name}:\n  " + "\n  ".join(problems)
+
+
+def test_the_book_has_every_chapter():
+    from kexue.chapters import CHAPTERS
+    ran = [c for c in CHAPTERS if (REPORTS / c / f"{c}.ipynb").exists()]
+    assert BOOK_PAGES, f"no book in {BOOK}: python -m kexue.book"
+    assert BOOK_CHAPTERS == ran, "the book's chapters differ from the executed notebooks: python -m kexue.book"
+
+
+SEARCH_RESULTS = """
+const box = document.querySelector('#search-results');
+const done = box && /Search finished|found|did not match/i.test(box.innerText);
+return {done: !!done, links: box ? Array.from(box.querySelectorAll('a[href]')).map(a => a.getAttribute('href')) : []};
+"""
+
+
+def search(driver, term: str, timeout_s: float = 15) -> list[str]:
+    """The result links of the book's search page for `term` ([] if it never finishes)."""
+    driver.get((BOOK / "search.html").resolve().as_uri() + "?q=" + term)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = driver.execute_script(SEARCH_RESULTS)
+        if state["done"]:
+            return state["links"]
+        time.sleep(0.2)
+    return []
+
+
+def title_word(page: Path) -> str:
+    """The longest plain word of a chapter page's <h1> (what a reader might search for)."""
+    h1 = re.search(r"<h1[^>]*>(.*?)</h1>", page.read_text(encoding="utf-8"), re.S).group(1)
+    words = re.findall(r"[A-Za-z]{5,}", re.sub(r"<[^>]+>", " ", h1))
+    return max(words, key=len)
+
+
+@pytest.mark.parametrize("chapter", BOOK_CHAPTERS)
+def test_book_search(driver, chapter):
+    term = title_word(BOOK / f"{chapter}.html")
+    links = search(driver, term)
+    assert any(link.split("?")[0].split("#")[0].endswith(f"{chapter}.html") for link in links), \
+        f"searching {term!r} does not return {chapter} (results: {links})"
+    problems = check_console(driver)
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------------------
 # The real pages
 
 
@@ -395,3 +514,37 @@ def test_checker_catches_tex_errors_and_missing_figures(driver, mathjax_site, tm
     assert "TeX error in" in problems
     assert "undefined macro in" in problems
     assert "chapter page shows no image" in problems
+
+
+def test_book_checker_catches_missing_chapter_alt_text_and_shrunk_images(driver, mathjax_site, tmp_path):
+    site = tmp_path / "site"
+    shutil.copytree(mathjax_site / "assets", site / "assets")
+    chapter = write_site(site, GOOD_BODY).parent
+    (chapter / "figures" / "wide.png").write_bytes(png_wide(400, 10))
+    page = chapter / "book.html"
+    page.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>b</title></head><body>"
+        "<nav id='bd-docs-nav'><a href='#'>this page</a> <a href='01_demo.html'>01</a></nav>"
+        "<img src='figures/wide.png' alt='a wide figure' style='width:100px'>"
+        "<img src='figures/ok.png'><img src='figures/ok.png' alt='No description has been provided for this image'>"
+        "</body></html>\n", encoding="utf-8")
+    problems = "\n".join(check_book_page(driver, page, ["01_demo", "02_other", "book"]))
+    assert "sidebar does not list chapter 02_other" in problems
+    assert "chapter page without an in-page table of contents" in problems
+    assert "chapter page without previous/next links" in problems
+    assert "chapter page shows no figure" not in problems                 # it has three images
+    assert "sidebar does not list chapter 01_demo" not in problems
+    assert "image shown at 100 of its 400 px" in problems
+    assert problems.count("image without alt text: figures/ok.png") == 2
+    page.write_text("<!doctype html><html><head><meta charset='utf-8'><title>b</title></head><body>"
+                    "<img src='figures/wide.png' alt='wide, natural size'></body></html>\n", encoding="utf-8")
+    assert check_book_page(driver, page, []) == ["no sidebar (primary navigation) on the page"]
+
+
+def png_wide(width: int, height: int) -> bytes:
+    """A valid white greyscale PNG of the given size."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\xff" * width for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))

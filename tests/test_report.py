@@ -48,6 +48,7 @@ def test_report_folder_and_index(tmp_path):
     assert "1 claims: 1 supported — and 1 probe: 1 contradicted (other_way)" in page   # counts kept apart
     assert "<td>1.5</td>" in page                                                        # status: 90 s = 1.5 min
     assert (tmp_path / "assets" / "mathjax" / "MathJax.js").exists()
+    assert '<a href="book/index.html">' in page                          # the book, from the front page
 
 
 def test_number_formatting():

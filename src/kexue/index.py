@@ -52,6 +52,9 @@ step followed by a check), experiments (figures and tables inline, each followed
 generated from the measured values), and the claims table at the end. Every number on this page and in
 the chapters is produced by the pipeline (<code>dvc repro</code>); none is typed by hand. The execution
 status at the bottom says on what machine, at what scale and from which commit each chapter ran.</p>
+<p><b>Read it as a book:</b> <a href="book/index.html">book/index.html</a> has the same executed chapters with a
+sidebar of every chapter, a table of contents per page, previous/next links, offline search, numbered
+equations, cross-references, plotting code folded away, and a bibliography (<code>python -m kexue.book</code>).</p>
 """
 
 
