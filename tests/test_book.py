@@ -147,32 +147,6 @@ def test_png_size_and_figure_html(tmp_path):
         book.png_size(tmp_path / "b.png")
 
 
-def test_claim_counts_old_format(tmp_path):
-    f = tmp_path / "claims.csv"
-    pd.DataFrame({"claim": list("abcd"), "evidence": list("wxyz"),
-                  "verdict": ["supported", "not supported", "supported", "inconclusive at this scale"]}).to_csv(f)
-    counts = book.claim_counts(f)
-    assert counts == {"article": {"supported": 2, "not supported": 1, "inconclusive at this scale": 1},
-                      "other": {}, "by_source": False}
-    assert book.counts_sentence(counts) == "4 claims: 2 supported, 1 not supported, 1 inconclusive at this scale"
-
-
-def test_claim_counts_new_format_counts_probes_apart(tmp_path):
-    f = tmp_path / "claims.csv"
-    pd.DataFrame({"id": range(6), "claim": list("abcdef"),
-                  "source": ["article", "paper", "reader", "probe", "anchor", "probe"],
-                  "verdict": ["supported", "contradicted", "inconclusive at this scale", "supported",
-                              "supported", "contradicted"]}).to_csv(f, index=False)
-    counts = book.claim_counts(f)
-    assert counts["article"] == {"supported": 1, "contradicted": 1, "inconclusive at this scale": 1}
-    assert counts["other"] == {"anchor": {"supported": 1}, "probe": {"supported": 1, "contradicted": 1}}
-    text = book.counts_sentence(counts)
-    assert text.startswith("3 claims of the article: 1 supported, 1 contradicted")
-    assert "2 probes (not counted): 1 supported, 1 contradicted" in text
-    assert book.claim_counts(tmp_path / "missing.csv") == {"article": {}, "other": {}, "by_source": False}
-    assert book.counts_sentence(book.claim_counts(tmp_path / "missing.csv")) == "no claims table yet"
-
-
 def test_make_thumbnail_is_made_at_the_size_shown(tmp_path):
     src, out = tmp_path / "big.png", tmp_path / "thumbs" / "t.png"
     src.write_bytes(png(800, 200))
@@ -210,8 +184,10 @@ def demo_reports(root: Path, chapter: str = "04_adax") -> Path:
     (d / "figures").mkdir(parents=True)
     (d / "tables").mkdir()
     (d / "figures" / "curve.png").write_bytes(png(900, 300))
-    pd.DataFrame({"claim": ["a", "b"], "evidence": ["x", "y"],
-                  "verdict": ["supported", "not supported"]}).to_csv(d / "tables" / "claims.csv", index=False)
+    pd.DataFrame({"id": ["a", "b", "c"], "claim": ["a", "b", "c"], "source": ["article", "article", "identity"],
+                  "evidence": ["x", "y", "z"], "verdict": ["supported", "contradicted", "supported"],
+                  "reason": ["significant", "other_way", "within_tolerance"]}).to_csv(d / "tables" / "claims.csv",
+                                                                                     index=False)
     (d / "summary.md").write_text("1 of 2 claims supported; $x_1$ is **small**.")
     (d / "captions.json").write_text(json.dumps({"curve": "A curve of $\\beta_2$."}))
     (d / "status.json").write_text(json.dumps({"chapter": chapter, "scale": "smoke", "device": "cpu",
@@ -248,7 +224,7 @@ def test_prepare_notebook(tmp_path):
     assert not any("parameters" in c.metadata.get("tags", []) for c in out.cells)
     assert sum("<details class=\"kexue-params\">" in s for s in sources) == 1
     glance = next(s for s in sources if "Verdicts at a glance" in s)
-    assert "2 claims: 1 supported, 1 not supported" in glance and 'href="#ch04-s-2"' in glance
+    assert "2 claims: 1 supported; 1 contradicted (other_way) — and 1 identity: 1 supported" in glance and 'href="#ch04-s-2"' in glance
     assert sources.index(glance) == 1                                       # right under the title
     title = out.cells[0].source
     assert 'href="#ch04-s-1"' in title and 'href="#ch04-fig-1"' in title
@@ -274,7 +250,7 @@ def test_landing_page_rows(tmp_path):
     assert "## How to read a verdict" in page and "## Execution status" in page
     assert '<img class="kexue-thumb" src="_thumbs/04_adax.png" width="320" height="107"' in page
     assert 'alt="Chapter 04, headline figure: A curve of β2."' in page
-    assert "2 claims: 1 supported, 1 not supported" in page
+    assert "2 claims: 1 supported; 1 contradicted (other_way) — and 1 identity: 1 supported" in page
     assert "<strong>small</strong>" in page and "$x_1$" in page             # summary: Markdown, math kept
     assert "<td>abc1234</td>" in page and "<td>1.5</td>" in page            # status: revision, minutes
     assert "(not run yet)" in page                                          # the other chapters

@@ -71,3 +71,18 @@ def test_committed_claims_table_comes_from_the_registry(chapter):
         assert (row["control"] != "") == bool(c.control), c.id
         if row["verdict_on_rerun"] in VERDICTS and row["verdict_on_rerun"] != row["verdict_this_run"]:
             assert row["reason"] == "unstable_on_rerun", c.id
+
+
+def test_claims_summary_counts_the_articles_claims_apart(tmp_path):
+    from kexue.claims import claims_summary, verdict_counts
+    f = tmp_path / "claims.csv"
+    pd.DataFrame({"id": range(6), "claim": list("abcdef"),
+                  "source": ["article", "paper", "reader", "probe", "anchor", "probe"],
+                  "verdict": ["supported", "contradicted", "inconclusive at this scale", "supported", "supported",
+                              "contradicted"],
+                  "reason": ["significant", "other_way", "underpowered", "significant", "equivalent",
+                             "inside_margin"]}).to_csv(f, index=False)
+    assert claims_summary(f) == ("3 claims: 1 supported; 1 contradicted (other_way); 1 inconclusive at this scale "
+                                 "(underpowered) — and 2 probes, 1 anchor: 2 supported; 1 contradicted (inside_margin)")
+    assert verdict_counts(f) == {"supported": 1, "contradicted": 1, "inconclusive at this scale": 1}
+    assert claims_summary(tmp_path / "missing.csv") == ""

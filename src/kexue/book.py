@@ -19,7 +19,7 @@ What the copy changes (the text notebooks and the committed chapter reports stay
 * cross-references: "§6", "§2–4", "Fig. 3"/"Figure 3", "Table 2", "eq. (4)" in the prose become links
   where the target exists in the chapter (`link_crossrefs`); citations of the seed articles, arXiv ids,
   "Surname et al., YEAR" and the reference repositories link to the bibliography page;
-* a "verdicts at a glance" line under the title (counts of `tables/claims.csv`, `claim_counts`).
+* a "verdicts at a glance" line under the title (counts of `tables/claims.csv`, `kexue.claims.claims_summary`).
 
 The landing page (`index.html`: what the workbook is, how to read a verdict, one row per chapter
 with its finding, verdict counts and one headline figure as a thumbnail, the execution status) and
@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 
 from .chapters import BOOK, CHAPTERS, seed_url
+from .claims import claims_summary
+from .index import calibration_html
 from .config import ROOT
 
 REPORTS = ROOT / "reports"
@@ -53,8 +55,6 @@ MATHJAX = "../../assets/mathjax/MathJax.js"   # reports/assets/mathjax (the inde
 THUMB_WIDTH = 320                             # px: landing-page thumbnails are made at the size shown
 MIN_SHOWN = 0.6                               # a figure is never shown below this share of its width
 # Which claims are "the article's": the `source` column of the new claims tables (when present).
-ARTICLE_SOURCES = ("article", "paper", "reader")
-VERDICT_ORDER = ("supported", "not supported", "contradicted", "inconclusive at this scale")
 # The headline figure of each chapter on the landing page (the first figure when absent or missing).
 HEADLINE = {
     "01_single_loss_gan": "toy_samples",
@@ -391,50 +391,6 @@ def figure_html(src: str, alt: str, width: int, height: int, fig_id: str | None)
 # Claims
 
 
-def claim_counts(claims_csv: Path) -> dict:
-    """Verdict counts of a chapter's claims table, old or new format.
-
-    Returns {"article": {verdict: n}, "other": {source: {verdict: n}}, "by_source": bool}. When the
-    table has a `source` column, only article/paper/reader claims count as the article's; probes,
-    anchors and identities are counted apart. Without it every row counts, and the table does not
-    say which rows are the article's (`by_source` False)."""
-    import pandas as pd
-    empty = {"article": {}, "other": {}, "by_source": False}
-    if not Path(claims_csv).exists():
-        return empty
-    df = pd.read_csv(claims_csv)
-    if "verdict" not in df.columns:
-        return empty
-    df["verdict"] = df["verdict"].astype(str).str.strip()
-
-    def count(frame):
-        vc = frame["verdict"].value_counts()
-        order = [v for v in VERDICT_ORDER if v in vc.index] + sorted(v for v in vc.index if v not in VERDICT_ORDER)
-        return {v: int(vc[v]) for v in order}
-    if "source" not in df.columns:
-        return {"article": count(df), "other": {}, "by_source": False}
-    src = df["source"].astype(str).str.strip().str.lower()
-    other = {s: count(df[src == s]) for s in sorted(set(src) - set(ARTICLE_SOURCES))}
-    return {"article": count(df[src.isin(ARTICLE_SOURCES)]), "other": other, "by_source": True}
-
-
-def counts_sentence(counts: dict) -> str:
-    """"7 claims of the article: 5 supported, 2 contradicted" and, apart, the probes, anchors and
-    identities; "7 claims: ..." when the table does not say where its claims come from."""
-    art = counts.get("article", {})
-    total = sum(art.values())
-    if not total:
-        return "no claims table yet"
-    parts = [f"{n} {v}" for v, n in art.items()]
-    whose = " of the article" if counts.get("by_source") else ""
-    out = f"{total} claim{'s' if total != 1 else ''}{whose}: " + ", ".join(parts)
-    for source, c in counts.get("other", {}).items():
-        k = sum(c.values())
-        out += f"; {k} {source}{'s' if k != 1 and not source.endswith('s') else ''} (not counted): " + ", ".join(
-            f"{n} {v}" for v, n in c.items())
-    return out
-
-
 # ---------------------------------------------------------------------------------------------
 # One chapter's notebook, prepared for readers
 
@@ -513,14 +469,14 @@ def prepare_notebook(nb, chapter: str, reports: Path = REPORTS):
             c.source = link_crossrefs(_text(c.source), chapter, targets)
 
     # Verdicts at a glance, under the title cell.
-    counts = claim_counts(folder / "tables" / "claims.csv")
+    counts = claims_summary(folder / "tables" / "claims.csv")
     claims_section = _claims_section(cells)
-    if counts["article"]:
+    if counts:
         import nbformat
         where = (f' (the claims table is in <a class="kexue-xref" href="#{anchor(chapter, "s", claims_section)}">'
                  f'§{claims_section}</a>)') if claims_section in targets["s"] else ""
         glance = nbformat.v4.new_markdown_cell(
-            f'<p class="kexue-glance"><b>Verdicts at a glance:</b> {html.escape(counts_sentence(counts))}{where}.</p>')
+            f'<p class="kexue-glance"><b>Verdicts at a glance:</b> {html.escape(counts)}{where}.</p>')
         cells.insert(1 if cells and cells[0].cell_type == "markdown" else 0, glance)
     nb.cells = cells
     nb.metadata.pop("papermill", None)
@@ -589,24 +545,27 @@ notebooks, with plotting and bookkeeping code folded away (click *Show code cell
 
 HOW_TO_READ = """## How to read a verdict
 
-Each chapter states the article's claims and the rule that will judge each one **before** any
-experiment (its section 0), then applies the rules to the measurements; its claims table, near the end,
-gives every claim, the evidence the rule saw, and the verdict:
+Every claim a chapter judges is registered **before** the runs in `claims/NN_slug.yaml`: its words, its
+source (the article, the paper it discusses, a reader, or our own probe, anchor or float64 identity), the
+rule that decides it, the margin or target in absolute units, the seeds, and a positive control. Each
+chapter's section 0 lists every later change of a rule (from that file), and its claims table gives,
+per claim, the verdict and its reason, n, the interval the decision used, the margin, the smallest
+effect the experiment could have detected and the positive control:
 
-* **supported**: the rule's test passed: a difference in the claimed direction whose confidence
-  interval excludes zero, an equivalence inside a margin stated in advance, or an identity that holds
-  to floating-point precision;
-* **not supported** / **contradicted**: the measurement goes against the claim with the same kind of
-  evidence;
-* **inconclusive at this scale**: the experiment could not tell (too few seeds, intervals that
-  include both readings); a bigger run might.
+* **supported**: the data are significantly on the claim's side (a 90% interval wholly in the claimed
+  direction, inside an equivalence margin, past a target), or an identity holds to its tolerance;
+* **contradicted**: the data go against the claim: a significant effect the other way, a gain ruled out
+  below the smallest that matters, an equivalence ruled out, a target missed by the whole interval;
+* **inconclusive at this scale**: neither, and the reason says why: `straddles`, `underpowered` (the
+  experiment could not have detected an effect of the size the claim is about, so its null result
+  refutes nothing), `testbed_cannot_discriminate` (the testbed failed its positive control: it could not
+  separate two arms known to differ), `unstable_on_rerun` (the verdict changed on a rerun with disjoint
+  seeds), `gated` (a precondition failed), `no_exact_test`, ...
 
-Verdicts come from tested rules in `kexue.verdicts` (paired or Welch differences with intervals,
-equivalence tests, Holm's correction over families, diverged runs counted), never from a typed
-string, and each chapter is rerun on a disjoint set of seeds: a verdict counts only when the rerun
-agrees (the chapter's last section). Where a claims table says where a claim comes from, the counts
-below are the article's claims (and its paper's and readers'); the chapter's own probes, anchors and
-identities are counted apart."""
+Verdicts come from tested rules in `kexue.verdicts`, never from a typed string; the rules' simulated
+error rates are in the table below. The counts on this page are the article's claims (and its paper's
+and readers'); probes, anchors and identities are counted apart."""
+
 
 
 def chapter_rows(reports: Path, thumbs: dict[str, tuple[str, int, int]]) -> str:
@@ -624,10 +583,10 @@ def chapter_rows(reports: Path, thumbs: dict[str, tuple[str, int, int]]) -> str:
             thumb = (f'<a href="{chapter}.html"><img class="kexue-thumb" src="{src}" width="{w}" height="{h}" '
                      f'alt="{html.escape(alt)}"></a>')
         summary = (d / "summary.md").read_text(encoding="utf-8").strip() if (d / "summary.md").exists() else ""
-        counts = claim_counts(d / "tables" / "claims.csv")
+        counts = claims_summary(d / "tables" / "claims.csv") or "no claims table yet"
         rows.append(
             f'<tr><td>{link}<br>{html.escape(title)}<br><a href="{seed_url(chapter)}">kexue.fm/archives/{seed}</a>'
-            f'<br>{thumb}</td><td><p class="kexue-counts"><b>Verdicts:</b> {html.escape(counts_sentence(counts))}</p>'
+            f'<br>{thumb}</td><td><p class="kexue-counts"><b>Verdicts:</b> {html.escape(counts)}</p>'
             f'{md_to_html(summary) if summary else ""}</td></tr>')
     return ('<table class="kexue-table kexue-chapters"><thead><tr><th>chapter</th><th>what it found</th></tr>'
             '</thead><tbody>' + "".join(rows) + "</tbody></table>")
@@ -663,6 +622,10 @@ def landing_page(reports: Path, thumbs: dict, chapters: list[str]) -> str:
 {INTRO}
 
 {HOW_TO_READ}
+
+## Operating characteristics of the verdict rules
+
+{_html_block(calibration_html(reports, heading=False))}
 
 ## The chapters
 

@@ -24,7 +24,10 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import yaml
+
+from .verdicts import SUPPORTED, VERDICTS  # noqa: E402
 
 SOURCES = ("article", "paper", "reader", "probe", "anchor", "identity")
 CLAIM_SOURCES = ("article", "paper", "reader")     # what the front page counts as the article's claims
@@ -134,3 +137,57 @@ def rule_history(registry: Registry) -> list[dict]:
 
 def is_article_claim(source: str) -> bool:
     return source in CLAIM_SOURCES
+
+
+# --- counts: one generated source for every count on every page (front page, README, book) ---
+
+def claim_rows(claims: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the article's, papers' and readers' claims; the probes, anchors and identities) of a claims table.
+    A table without a `source` column (written before the registry) counts every row as a claim."""
+    if not claims.exists():
+        empty = pd.DataFrame(columns=["verdict", "reason", "source"])
+        return empty, empty
+    df = pd.read_csv(claims, keep_default_na=False)
+    if "source" not in df.columns:
+        return df, df.iloc[0:0]
+    is_claim = df["source"].isin(CLAIM_SOURCES)
+    return df[is_claim], df[~is_claim]
+
+
+def verdict_counts(claims: Path) -> dict[str, int]:
+    """Counts by verdict of the article's (papers', readers') claims only."""
+    rows, _ = claim_rows(claims)
+    counts = rows["verdict"].value_counts()
+    return {v: int(counts.get(v, 0)) for v in VERDICTS} if len(rows) else {}
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) if counts else ""
+
+
+def claims_summary(claims: Path) -> str:
+    """'3 supported; 1 contradicted (other_way); 2 inconclusive (underpowered, straddles) — and 4 probes,
+    anchors and identities (4 supported)': one generated source for every count on every page."""
+    rows, other = claim_rows(claims)
+    if not len(rows) and not len(other):
+        return ""
+
+    def by_verdict(df):
+        parts = []
+        for v in VERDICTS:
+            sub = df[df["verdict"] == v]
+            if not len(sub):
+                continue
+            reasons = ""
+            if "reason" in sub.columns and v != SUPPORTED:
+                rc = sub["reason"].value_counts()
+                reasons = " (" + ", ".join(f"{r}" + (f" ×{k}" if k > 1 else "") for r, k in rc.items()) + ")"
+            parts.append(f"{len(sub)} {v}{reasons}")
+        return "; ".join(parts)
+
+    text = f"{len(rows)} claims: {by_verdict(rows)}"
+    if len(other):
+        kinds = other["source"].value_counts()
+        text += (" — and " + ", ".join(f"{k} {s}{'s' if k > 1 else ''}" for s, k in kinds.items())
+                 + f": {by_verdict(other)}")
+    return text

@@ -22,7 +22,7 @@ import pandas as pd
 from .chapters import BOOK, CHAPTERS, seed_url
 from .config import ROOT
 from .html import CSS, install_assets, mathjax_head, nav
-from .claims import CLAIM_SOURCES
+from .claims import claim_rows, claims_summary, verdict_counts  # noqa: F401  (one source for every count)
 from .fmt import fmt
 from .report import table_html
 from .verdicts import ALPHA, REASONS, VERDICTS
@@ -68,60 +68,9 @@ def read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8").strip() if path.exists() else ""
 
 
-def claim_rows(claims: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the article's, papers' and readers' claims; the probes, anchors and identities) of a claims table.
-    A table without a `source` column (written before the registry) counts every row as a claim."""
-    if not claims.exists():
-        empty = pd.DataFrame(columns=["verdict", "reason", "source"])
-        return empty, empty
-    df = pd.read_csv(claims, keep_default_na=False)
-    if "source" not in df.columns:
-        return df, df.iloc[0:0]
-    is_claim = df["source"].isin(CLAIM_SOURCES)
-    return df[is_claim], df[~is_claim]
-
-
-def verdict_counts(claims: Path) -> dict[str, int]:
-    """Counts by verdict of the article's (papers', readers') claims only."""
-    rows, _ = claim_rows(claims)
-    counts = rows["verdict"].value_counts()
-    return {v: int(counts.get(v, 0)) for v in VERDICTS} if len(rows) else {}
-
-
-def counts_text(counts: dict[str, int]) -> str:
-    return ", ".join(f"{n} {v}" for v, n in counts.items() if n) if counts else ""
-
-
-def claims_summary(claims: Path) -> str:
-    """'3 supported; 1 contradicted (other_way); 2 inconclusive (underpowered, straddles) — and 4 probes,
-    anchors and identities (4 supported)': one generated source for every count on every page."""
-    rows, other = claim_rows(claims)
-    if not len(rows) and not len(other):
-        return ""
-
-    def by_verdict(df):
-        parts = []
-        for v in VERDICTS:
-            sub = df[df["verdict"] == v]
-            if not len(sub):
-                continue
-            reasons = ""
-            if "reason" in sub.columns and v != VERDICTS[0]:
-                rc = sub["reason"].value_counts()
-                reasons = " (" + ", ".join(f"{r}" + (f" ×{k}" if k > 1 else "") for r, k in rc.items()) + ")"
-            parts.append(f"{len(sub)} {v}{reasons}")
-        return "; ".join(parts)
-
-    text = f"{len(rows)} claims: {by_verdict(rows)}"
-    if len(other):
-        kinds = other["source"].value_counts()
-        text += (" — and " + ", ".join(f"{k} {s}{'s' if k > 1 else ''}" for s, k in kinds.items())
-                 + f": {by_verdict(other)}")
-    return text
-
-
-def calibration_html(reports: Path) -> str:
-    """The verdict rules' operating characteristics (`python -m kexue.verdicts calibrate`)."""
+def calibration_html(reports: Path, heading: bool = True) -> str:
+    """The verdict rules' operating characteristics (`python -m kexue.verdicts calibrate`); the front page
+    and the book's landing page both show it."""
     f = reports / "calibration" / "calibration.csv"
     if not f.exists():
         return ""
@@ -130,14 +79,15 @@ def calibration_html(reports: Path) -> str:
     wide = t.pivot_table(index=["rule", "truth", "must be ≤ α"], columns="n", values="error rate", sort=False)
     wide.columns = [f"n = {c}" for c in wide.columns]
     wide = wide.reset_index()
-    return ("<h2 id='calibration'>Operating characteristics of the verdict rules</h2>"
-            f"<p>Every rule decides at one level, α = {ALPHA} one-sided in the direction it concludes (a 90% "
+    return (("<h2 id='calibration'>Operating characteristics of the verdict rules</h2>" if heading else "")
+            + f"<p>Every rule decides at one level, α = {ALPHA} one-sided in the direction it concludes (a 90% "
             "interval wholly on one side). The table simulates each rule (the same decision code the chapters "
             "run) where its error is defined: under no effect, a false <i>supported</i>; with the truth on the "
             "margin or target, a false <i>contradicted</i>. Unit-sd normal data, "
             f"{t['rule'].nunique()} rules at n = {', '.join(str(n) for n in sorted(t['n'].unique()))}; the "
             f"largest error rate is {fmt(worst)} (<code>tests/test_verdicts.py</code> fails above α plus three "
-            "Monte Carlo standard errors). Full table: <a href='calibration/calibration.csv'>calibration.csv</a>."
+            "Monte Carlo standard errors). Full table: "
+            f"<a href='{'calibration' if heading else '../calibration'}/calibration.csv'>calibration.csv</a>."
             "</p>" + table_html(wide, index=False)
             + "<p>Reasons: " + "; ".join(f"<code>{k}</code> ({v} — {html.escape(d)})" for k, (v, d) in REASONS.items())
             + ".</p>")
