@@ -527,9 +527,10 @@ def test_speedup_rule_outcomes():
     assert speedup_rule(9, 19, 35, tie).verdict == "inconclusive at this scale"  # matched first, but not better
     assert speedup_rule(9, 19, 35, small).verdict == "contradicted"             # better by less than the margin
     assert speedup_rule(9, 19, 35, small).reason == "inside_margin"
-    assert speedup_rule(19, 19, 35).verdict == "contradicted"                   # tuning saves nothing
-    assert speedup_rule(None, 19, 35).verdict == "contradicted"
-    assert speedup_rule(35, None, 35).verdict == "contradicted"
+    assert speedup_rule(19, 19, 35).verdict == "inconclusive at this scale"     # no saving shown, none ruled out
+    assert speedup_rule(None, 19, 35, margin=2.0).margin == 2.0
+    assert speedup_rule(35, None, 35).verdict == "inconclusive at this scale"
+    assert speedup_rule(9, 19, 35, better, margin=2.0).margin == 2.0
     with pytest.raises(ValueError, match="at_match"):
         speedup_rule(9, 19, 35)
 

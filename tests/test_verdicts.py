@@ -285,7 +285,10 @@ def test_trend_rule_outcomes_against_scipy():
 def test_interior_minimum_rule_outcomes():
     fd = {1.0: [30.0, 31.0, 29.5, 30.5], 0.8: [20.0, 21.5, 19.0, 20.0], 0.5: [40.0, 42.0, 41.0, 39.0]}
     assert interior_minimum_rule(fd, 0.8).verdict == SUPPORTED
-    assert interior_minimum_rule(fd, 1.0).verdict == CONTRADICTED                    # an end of the grid
+    assert interior_minimum_rule(fd, 1.0).verdict == INCONCLUSIVE     # an end picked, but 0.8 is lower there
+    end_low = {1.0: [10.0, 11.0, 9.5, 10.5], 0.8: [20.0, 21.5, 19.0, 20.0], 0.5: [40.0, 42.0, 41.0, 39.0]}
+    v = interior_minimum_rule(end_low, 1.0)                                          # the end is clearly lowest
+    assert (v.verdict, v.reason) == (CONTRADICTED, "other_way") and "no interior minimum" in v.evidence
     flat = {1.0: [20.0, 21.0, 19.0, 20.5], 0.8: [20.5, 20.0, 19.5, 20.0], 0.5: [40.0, 42.0, 41.0, 39.0]}
     assert interior_minimum_rule(flat, 0.8).verdict == INCONCLUSIVE                  # no better than rho 1
     with pytest.raises(ValueError, match="best"):
@@ -296,8 +299,9 @@ def test_selected_gain_rule_picks_on_one_set_and_judges_on_the_others():
     fd = {1.0: [30.0, 30.0, 31.0, 29.0, 30.5], 0.9: [25.0, 26.0, 25.5, 24.0, 25.0], 0.8: [26.0, 20.0, 20.0, 20.0, 20.0]}
     best, v = selected_gain_rule(fd, 1.0, select=[0], judge=[1, 2, 3, 4])
     assert best == 0.9 and v.verdict == SUPPORTED and "0.9" in v.evidence
-    best, v = selected_gain_rule({1.0: [1.0, 2.0, 3.0], 0.9: [2.0, 1.0, 1.0]}, 1.0, select=[0], judge=[1, 2])
-    assert best == 1.0 and v.verdict == CONTRADICTED
+    best, v = selected_gain_rule({1.0: [1.0, 2.0, 3.0, 2.5], 0.9: [2.0, 4.0, 5.1, 4.4]}, 1.0, select=[0],
+                                 judge=[1, 2, 3])
+    assert best == 0.9 and v.verdict == CONTRADICTED and "prefers the reference" in v.evidence
     close = {1.0: [30.0, 30.0, 31.0, 29.0, 30.5], 0.9: [29.0, 30.3, 30.8, 29.2, 30.4]}
     assert selected_gain_rule(close, 1.0, [0], [1, 2, 3, 4], margin=2.0)[1].reason == "inside_margin"
     with pytest.raises(ValueError, match="disjoint"):

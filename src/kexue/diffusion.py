@@ -529,30 +529,34 @@ def argmin_per_set(fd: dict[float, Sequence[float]]) -> list[float]:
     return [rhos[min(range(len(rhos)), key=lambda j: (fd[rhos[j]][i], j))] for i in range(n.pop())]
 
 
-def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: int, at_match=None):
+def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: int, at_match=None,
+                 margin: float | None = None):
     """Claim: with Skip-Tuning, fewer NFE match the untuned sampler at `baseline_nfe` than without it.
 
     `tuned_nfe`, `untuned_nfe`: `first_match` results (None: no NFE below the baseline matched; an untuned
     None counts as `baseline_nfe`). `at_match`: the Verdict of "tuned beats untuned at `tuned_nfe`"
-    (`verdicts.superiority` on the judging sets, with the match margin as its margin). Contradicted when
-    tuned sampling matches at no NFE below the baseline or at no fewer NFE than untuned sampling. When it
-    matches earlier, that must not be a coin flip at the margin, so `at_match` decides: supported when
-    tuned sampling is significantly better than untuned there, contradicted when the difference is
-    shown to be smaller than the margin (or goes the other way), inconclusive otherwise."""
-    from .verdicts import CONTRADICTED, Verdict
+    (`verdicts.superiority` on the judging sets, with the match margin as its margin). When tuned sampling
+    matches at no NFE below the baseline, or at no fewer NFE than untuned sampling, the data show no
+    saving, but no test rules one out (a first match is a non-inferiority bound, not a test of the
+    difference): inconclusive. When it matches earlier, that must not be a coin flip at the margin, so
+    `at_match` decides: supported when tuned sampling is significantly better than untuned there,
+    contradicted when the difference is shown to be smaller than the margin (or goes the other way),
+    inconclusive otherwise. `margin`: the match margin (recorded on every path)."""
+    import dataclasses
+    from .verdicts import INCONCLUSIVE, Verdict
     untuned = baseline_nfe if untuned_nfe is None else untuned_nfe
     if tuned_nfe is None or tuned_nfe >= baseline_nfe:
-        return Verdict(CONTRADICTED, "other_way", f"tuned sampling matches {baseline_nfe} NFE at no NFE below it",
-                       p_against=0.0)
+        return Verdict(INCONCLUSIVE, "straddles", f"tuned sampling matches {baseline_nfe} NFE at no NFE below it "
+                       "(no saving shown; no test rules one out)", margin=margin)
     ev = f"tuned sampling matches at {tuned_nfe} NFE, untuned at {untuned} NFE"
     if tuned_nfe >= untuned:
-        return Verdict(CONTRADICTED, "other_way", ev + ": tuning saves no steps", p_against=0.0)
+        return Verdict(INCONCLUSIVE, "straddles", ev + ": tuning saves no steps here (no test rules a saving out)",
+                       margin=margin)
     ev += f" (NFE ratio {baseline_nfe / tuned_nfe:.2g}× against {baseline_nfe / untuned:.2g}×)"
     if at_match is None:
         raise ValueError("at_match: the tuned-vs-untuned verdict at the tuned match is needed when tuning matches earlier")
     ev += f"; at {tuned_nfe} NFE, tuned vs untuned: {at_match.evidence}"
-    import dataclasses
-    return dataclasses.replace(at_match, evidence=ev)
+    return dataclasses.replace(at_match, evidence=ev, margin=margin if margin is not None else at_match.margin)
 
 
 # --- chapter 03 parameters (params.yaml `skip_tuning`) ---

@@ -31,6 +31,7 @@ that simulates thousands of replicates run the same code.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -868,13 +869,20 @@ def trend_rule(x: Sequence[float], y: Sequence[float], increasing: bool = True, 
 def interior_minimum_rule(fd: dict[float, Sequence[float]], best: float, alpha: float = ALPHA) -> Verdict:
     """Claim: the figure (lower is better) is U-shaped in a knob, with its minimum inside the grid.
     `fd[k]`: values on the judging sets (paired by set); `best`: the setting picked on a separate
-    selection set. Contradicted when `best` is an end of the grid; otherwise every part of: `best`
-    significantly lower than each end (Bonferroni over the two)."""
+    selection set. When `best` is interior: every part of `best` significantly lower than each end
+    (Bonferroni over the two). When the selection set picks an end, the judging sets decide whether that
+    end is significantly lower than its interior neighbour (contradicted) or not (inconclusive)."""
     keys = sorted(fd)
     _check("best", best, best in fd, f"must be one of the grid's values {keys}")
     if best in (keys[0], keys[-1]):
-        return Verdict(CONTRADICTED, "other_way", f"best {best:g} is an end of the grid {keys}: no interior minimum",
-                       p_against=0.0)
+        neighbour = keys[1] if best == keys[0] else keys[-2]
+        v = superiority(fd[neighbour], fd[best], paired=True, alpha=alpha, higher_is_better=False,
+                        names=(f"at {neighbour:g}", f"at the end {best:g}"))
+        ev = f"the selection set picks {best:g}, an end of the grid {keys}; on the judging sets: {v.evidence}"
+        if v.verdict == CONTRADICTED:
+            return dataclasses.replace(v, evidence=ev + ": the end is lower, no interior minimum")
+        return dataclasses.replace(v, verdict=INCONCLUSIVE, reason="straddles" if v.reason != "underpowered"
+                                   else "underpowered", evidence=ev)
     parts = [superiority(fd[best], fd[end], paired=True, alpha=alpha, higher_is_better=False, n_tests=2,
                          names=(f"at {best:g}", f"at {end:g}")) for end in (keys[-1], keys[0])]
     return all_of(parts, alpha=alpha)
@@ -891,13 +899,16 @@ def selected_gain_rule(fd: dict, reference, select: Sequence[int], judge: Sequen
     _check("reference", reference, reference in fd, "must be one of the settings")
     keys = list(fd)
     best = min(keys, key=lambda k: (float(sum(fd[k][i] for i in select)), keys.index(k)))
-    if best == reference:
-        return best, Verdict(CONTRADICTED, "other_way", f"the selection set picks the reference {name} {reference} itself",
-                             p_against=0.0)
+    note = ""
+    if best == reference:       # judge the best alternative instead: one pre-specified comparison either way
+        best = min((k for k in keys if k != reference),
+                   key=lambda k: (float(sum(fd[k][i] for i in select)), keys.index(k)))
+        note = f"the selection set prefers the reference {name} {reference}; its best alternative is judged: "
     a = [fd[best][i] for i in judge]
     b = [fd[reference][i] for i in judge]
-    return best, superiority(a, b, paired=True, alpha=alpha, higher_is_better=False, margin=margin,
-                             names=(f"{name} {best}", f"at {reference}"))
+    v = superiority(a, b, paired=True, alpha=alpha, higher_is_better=False, margin=margin,
+                    names=(f"{name} {best}", f"at {reference}"))
+    return best, dataclasses.replace(v, evidence=note + v.evidence) if note else v
 
 
 def ratio_interval(ratios, level: float = 1 - 2 * ALPHA) -> tuple[float, float, float, int]:
