@@ -126,13 +126,15 @@ def load_registry(chapter: str, root: Path | None = None, path: Path | None = No
 
 
 def rule_history(registry: Registry) -> list[dict]:
-    """Every registered change, oldest first: date, claim id, what changed, old -> new, why."""
+    """Every registered change, claim by claim (registry order), oldest first: date, claim id, what changed,
+    old -> new, why."""
     rows = []
     for c in registry.claims:
         for ch in c.changes:
             rows.append({"date": str(ch["date"]), "claim": c.id, "what": ch["what"],
                          "old → new": f"{ch.get('old', '')} → {ch.get('new', '')}".strip(" →"), "why": ch["why"]})
-    return sorted(rows, key=lambda r: (r["date"], r["claim"]))
+    order = {c.id: i for i, c in enumerate(registry.claims)}
+    return sorted(rows, key=lambda r: (order[r["claim"]], r["date"]))       # by claim, then oldest first
 
 
 def is_article_claim(source: str) -> bool:

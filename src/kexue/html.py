@@ -27,7 +27,7 @@ CSS = """<style>
 .kexue-nav .kexue-here{font-weight:600;margin-right:1em}
 .kexue-footer{border-top:1px solid #ddd;margin-top:2em;padding:8px 12px;font:13px system-ui,sans-serif;color:#555}
 table.kexue-table{border-collapse:collapse;margin:0.5em 0 1em;font-size:13px}
-table.kexue-table th,table.kexue-table td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+table.kexue-table th,table.kexue-table td{border:1px solid #ccc;padding:3px 8px;text-align:left!important;vertical-align:top}
 table.kexue-table thead th{background:#f2f2f2}
 .jp-RenderedImage img,figure img{max-width:100%;height:auto}
 </style>"""

@@ -233,7 +233,10 @@ class Report:
                 if c.control not in controls:
                     raise ValueError(f"claim {c.id!r}: its positive control {c.control!r} was not computed")
                 ctl = controls[c.control]
-                control_text = f"{'passed' if ctl.verdict == V.SUPPORTED else 'failed'}: {ctl.evidence}"
+                # the control's own detectable effect is the spread of its pair, not the testbed's
+                # resolution on the claim (that is the row's `detectable`): left out here
+                control_text = (f"{'passed' if ctl.verdict == V.SUPPORTED else 'failed'}: "
+                                f"{ctl.evidence.split('; detectable')[0]}")
                 v = V.with_control(v, ctl, equivalence=c.rule.startswith("equivalence"))
             on_rerun = rerun.get(c.id)
             final, reason = V.replicate(v.verdict, v.reason, on_rerun[0] if on_rerun else None)
