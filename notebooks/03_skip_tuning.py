@@ -64,6 +64,7 @@ sigma_images = 500
 report_dir = "reports/03_skip_tuning"
 
 # %%
+import dataclasses
 import json
 import math
 import time
@@ -76,17 +77,20 @@ import seaborn as sns
 import torch
 
 from kexue import verdicts
+from kexue.claims import is_article_claim
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_fashion_mnist
-from kexue.diffusion import (any_of, argmin_per_set, denoising_errors, edm_loss_weight, edm_sigmas,
-                             euler_sample, first_match, interior_minimum_rule, selected_gain_rule, freeu_scales, gaussian_denoiser, heun_sample, load_unet,
-                             map_nonlinearity, rise_rule, skip_scales, speedup_rule, stochastic_sample, trend_rule)
+from kexue.diffusion import (argmin_per_set, denoising_errors, edm_loss_weight, edm_sigmas, euler_sample, freeu_scales,
+                             gaussian_denoiser, heun_sample, load_unet, map_nonlinearity, skip_scales, speedup_rule,
+                             stochastic_sample)
 from kexue.metrics import class_coverage, extract, frechet_distance_active, load_classifier
 from kexue.report import Report, fmt, progress
+from kexue.verdicts import (any_of, first_match, interior_minimum_rule, rise_rule, selected_gain_rule,
+                            trend_rule)
 
 seed_everything(seed, threads)
 dev = pick_device(device)
-report = Report(report_dir)
+report = Report(report_dir, chapter="03_skip_tuning")
 live = report.live()
 sns.set_theme(style="whitegrid", context="notebook")
 den = load_unet(device=dev)                 # EMA weights of the training stage, SHA-256 checked
@@ -113,6 +117,31 @@ def plain_log_ticks(ax, xticks=None):
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def with_margin(v, m):
+    """The verdict with the margin that decided it: selected_gain_rule and speedup_rule leave it unset where they
+    decide without a test (the selection set picks the reference; no earlier match)."""
+    return dataclasses.replace(v, margin=m) if v.margin is None else v
+
+
+def word(v) -> str:
+    """A verdict as prose: its word and its reason (`kexue.verdicts.REASONS`)."""
+    return f"*{v.verdict}* [`{v.reason}`]"
+
+
+def control_text(ctl) -> str:
+    """A positive control's outcome, for the notes: it passes only when the known-better arm is significantly better."""
+    if ctl.verdict == verdicts.SUPPORTED:
+        return f"passed ({ctl.evidence})"
+    return (f"failed, {word(ctl)} ({ctl.evidence}): this testbed cannot count a null result against the claims it "
+            "guards (`testbed_cannot_discriminate`)")
+
+
+def tenths(rhos) -> np.ndarray:
+    """Best-rho values in tenths of rho, as integers: both rho grids step by 0.1, so the rules see lattice data
+    and need the exact sign-flip test to agree with the t-test (a few grid values are not normal data)."""
+    return np.rint(10 * np.asarray(rhos, dtype=float))
+
+
 def pm(values, sig=3) -> str:
     """'mean ± sd' over sample sets (sample sd)."""
     v = np.asarray(values, dtype=float)
@@ -120,7 +149,7 @@ def pm(values, sig=3) -> str:
 
 
 # %% [markdown]
-# ## 0. The claims, and how each will be judged (fixed before any experiment)
+# ## 0. The claims, and how each is judged
 #
 # Quality is the **classifier Fréchet distance** (FD) of `fd_samples` generated images against the
 # 10,000 test images, in the feature space of the book's Fashion-MNIST classifier (lower is better).
@@ -129,36 +158,55 @@ def pm(values, sig=3) -> str:
 # by set. **Set 0 selects** (the best $\rho$ for a step count, the best FreeU setting, ...); sets
 # 1 and up **judge**, so no selected setting is scored on the noise it was picked on.
 #
+# Every claim row is registered in `claims/03_skip_tuning.yaml`: its words, its source (the article,
+# the paper it discusses, or a numerical identity), its rule, its margin in absolute units, its sample
+# sets and its positive control; the table below this section's code lists every change made to them
+# after the first report. A verdict is one of three words (`kexue.verdicts`): *supported*,
+# *contradicted* (the data go against the claim), or *inconclusive at this scale*, each with a reason.
+# Every decision is one-sided at α = `ALPHA`: its 90% interval lies wholly on one side.
+#
 # * **Matching the baseline** (the headline): a sampler matches the untuned Heun sampler at
 #   `baseline_nfe` NFE when the one-sided 95% upper bound of its paired FD excess is at most
-#   `MATCH_MARGIN` (5%) of the baseline's FD (non-inferiority, `first_match`). The speed-up is
-#   `baseline_nfe` over the fewest NFE that match. The claim that tuning saves steps
-#   (`speedup_rule`) needs tuned sampling to match at fewer NFE than untuned sampling *and* to be
-#   significantly better than untuned at that NFE, so that a bound just under or over the margin
-#   cannot decide it.
-# * **A beats B** (FD): paired t-test over the judging sets at α = `ALPHA` (`verdicts.superiority`,
-#   `selected_gain_rule`; Holm's correction inside a family). A difference whose interval lies within
-#   ±`MATCH_MARGIN` of the reference's FD is no gain that matters: not supported.
+#   `MATCH_MARGIN` FD (non-inferiority, `first_match`). The speed-up is `baseline_nfe` over the
+#   fewest NFE that match. The claim that tuning saves steps (`speedup_rule`) needs tuned sampling to
+#   match at fewer NFE than untuned sampling *and* to be significantly better than untuned at that
+#   NFE, so that a bound just under or over the margin cannot decide it.
+# * **A beats B** (FD): paired superiority over the judging sets (`verdicts.superiority`,
+#   `selected_gain_rule`; Holm's correction inside a family), with `GAIN_MARGIN` FD as the smallest
+#   gain that matters: contradicted when the difference goes significantly the other way, or when its
+#   whole interval lies below the margin and the judging sets could have detected a gain of that size;
+#   inconclusive (`underpowered`) when they could not.
 # * **Few steps against many** (nonlinearity of the sampling map; best $\rho$): the value at the
 #   fewest useful NFE against the value at `baseline_nfe`, paired by set over the judging sets (the
 #   best $\rho$ of a set is the one with that set's lowest FD). "Useful" starts at 7 NFE
 #   (`TREND_NFE`): with 2–3 Heun steps the samples are noise, a regime the paper does not report.
 #   Kendall's τ over all useful NFE (`trend_rule`) is shown beside it as a description. For the best
 #   $\rho$, a claim that it *rises*, `rise_rule` is one-sided: supported when the paired rise is
-#   significant at α, not supported when its one-sided upper bound is below one grid step (`RHO_STEP`),
-#   so a fall and "no rise" both count against the claim; inconclusive otherwise.
-# * **Nonlinearity against $\rho$** (the denoiser): Kendall's τ, one-sided at α, at each noise level.
+#   significant, contradicted when it falls significantly or when its interval lies below one grid
+#   step (`RHO_STEP`), inconclusive otherwise. Best $\rho$ values lie on grids of step 0.1, so the
+#   best-$\rho$ claims compare them in tenths of $\rho$ (integers), and the exact sign-flip test must
+#   agree with the t-test: with 4 judging sets its smallest one-sided p is 1/16, above α.
+# * **Nonlinearity against $\rho$** (the denoiser): Kendall's τ, one-sided at α, at each noise level;
+#   "at every level" is contradicted only when a level goes against it after Holm's correction.
 # * **Identities** (GroupNorm erasing a scaled skip): every measured relative change at most `GN_TOL`.
+# * **Positive controls**, from data the chapter computes anyway: the FD testbed must tell the untuned
+#   sampler at the fewest NFE of the grid (noise) from the baseline on the judging sets; the NL measure
+#   must tell the sampling map from the exactly linear one of the Gaussian denoiser; the per-σ errors
+#   must tell the lowest σ from the highest. A claim whose testbed fails its control can be supported,
+#   not contradicted (`testbed_cannot_discriminate`).
 
 # %%
-ALPHA = 0.05
-MATCH_MARGIN = 0.05           # "matches": FD at most 5% above the baseline's (one-sided upper bound)
-GN_TOL = 1e-3                 # relative change that counts as "erased"
+ALPHA = verdicts.ALPHA
+MATCH_MARGIN = report.registry.margin("skip_tuning_saves_steps")   # FD: "matches" = excess bound at most this
+GAIN_MARGIN = report.registry.margin("skip_tuning_lowers_fd")      # FD: the smallest gain at compare_nfe that matters
+GN_TOL = report.registry.margin("groupnorm_erases_skip_scale")     # relative change that counts as "erased"
 NFE_GRID = [n for n in (3, 5, 7, 9, 13, 19, 35) if n < baseline_nfe] + [baseline_nfe]
 RHO_GRID = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)             # rho_bottom; rho_top = 1
-RHO_STEP = 0.1                # the grid step: the smallest rise of the best rho the grid can show
+RHO_STEP = report.registry.margin("best_rho_rises")   # tenths of rho: one grid step, the smallest rise the grid can show
+if not math.isclose(RHO_STEP / 10, RHO_GRID[0] - RHO_GRID[1]):
+    raise ValueError(f"claims/03_skip_tuning.yaml: best_rho_rises margin {RHO_STEP} (tenths) is not the rho grid's step")
 # The full rho grid at every NFE below the baseline; at the baseline NFE (the costliest column) its upper
-# four values (CPU budget; every best rho seen there lies inside them).
+# four values (CPU budget; the best rho there can sit on their lower edge, 0.7, so the minimum may lie below them).
 RHO_AT = {n: RHO_GRID if n < baseline_nfe else RHO_GRID[:4] for n in NFE_GRID}
 # Heun with 2-3 steps from sigma_max = 80 gives noise, not images (FD in the hundreds, §4): trends in NFE
 # are judged from 7 NFE up (the paper's lowest reported budget is 9 NFE); 3 and 5 NFE are shown.
@@ -174,6 +222,11 @@ sde_nfe = sde_nfe if sde_nfe in NFE_GRID else NFE_GRID[-2]
 SELECT, JUDGE = 0, list(range(1, fd_sets))
 print(f"NFE grid {NFE_GRID}; comparisons at {compare_nfe} NFE; stochastic sampler at {sde_nfe} NFE; "
       f"{fd_sets} sets of {fd_samples} samples (set 0 selects, {len(JUDGE)} judge)")
+report.note(f"Registered margins: a match is an FD excess bound of at most {fmt(MATCH_MARGIN)} FD; the smallest FD gain "
+            f"that matters at {compare_nfe} NFE is {fmt(GAIN_MARGIN)} FD; a rise of the best ρ must reach "
+            f"{fmt(RHO_STEP)} tenth of ρ (one grid step); GroupNorm erases a scale when the main branch moves by at most "
+            f"{fmt(GN_TOL)}. α = {ALPHA:g}, one-sided.")
+report.rule_history()
 
 # %% [markdown]
 # ## 1. The EDM sampling ODE, and why few steps lose accuracy
@@ -288,7 +341,7 @@ den_trend = {s: trend_rule(RHO_GRID, den_nl[den_nl["σ"] == s]["NL(D(·; σ))"].
                            alpha=ALPHA, names=("ρ_bottom", f"NL at σ = {s:g}")) for s in den_sigmas}
 den_verdict = verdicts.all_of(list(den_trend.values()))        # "more nonlinear" must hold at every level
 report.note("Does scaling the skips down make the denoiser more nonlinear (NL falls as ρ_bottom rises)? " + "; ".join(
-    f"σ = {s:g}: {v.verdict} ({v.evidence})" for s, v in den_trend.items()) + f". At every level: {den_verdict.verdict}.")
+    f"σ = {s:g}: {word(v)} ({v.evidence})" for s, v in den_trend.items()) + f". At every level: {word(den_verdict)}.")
 
 # %% [markdown]
 # ## 3. The skip scaling, and why GroupNorm erases most of it
@@ -417,7 +470,7 @@ baseline = judge(baseline_all)
 rho_star = {nfe: argmin_per_set({r: fds(fd_grid, rho=r, nfe=nfe)[[SELECT]] for r in RHO_AT[nfe]})[0] for nfe in NFE_GRID}
 tuned = {nfe: judge(fds(fd_grid, rho=rho_star[nfe], nfe=nfe)) for nfe in NFE_GRID}
 untuned = {nfe: judge(fds(fd_grid, rho=1.0, nfe=nfe)) for nfe in NFE_GRID}
-margin = MATCH_MARGIN * float(baseline.mean())
+margin = MATCH_MARGIN                     # absolute FD, registered (claims/03_skip_tuning.yaml)
 below = [n for n in NFE_GRID if n < baseline_nfe]
 tuned_match, tuned_bounds = first_match({n: tuned[n] for n in below}, baseline, margin, ALPHA)
 untuned_match, untuned_bounds = first_match({n: untuned[n] for n in below}, baseline, margin, ALPHA)
@@ -427,7 +480,11 @@ at_match = (verdicts.superiority(tuned[tuned_match], untuned[tuned_match], paire
                                  higher_is_better=False, margin=margin,
                                  names=(f"FD at ρ⋆ = {rho_star[tuned_match]:g}", "at ρ = 1"))
             if tuned_match and (untuned_match is None or tuned_match < untuned_match) else None)
-speedup_verdict = speedup_rule(tuned_match, untuned_match, baseline_nfe, at_match)
+speedup_verdict = with_margin(speedup_rule(tuned_match, untuned_match, baseline_nfe, at_match), margin)
+# Positive control of every FD claim: the same sets must tell the untuned sampler at the fewest NFE of the grid
+# (noise, §1) from the baseline.
+fd_control = verdicts.positive_control(baseline, untuned[NFE_GRID[0]], paired=True, higher_is_better=False, unit=" FD",
+                                       names=(f"FD at {baseline_nfe} NFE", f"at {NFE_GRID[0]} NFE (untuned)"))
 
 summary_rows = []
 for nfe in NFE_GRID:
@@ -440,7 +497,7 @@ report.show(fd_summary, name="fd_vs_nfe", caption=(
     f"Classifier FD (mean ± sd over the {len(JUDGE)} judging sets of {fd_samples} samples) of the untuned network and "
     f"of Skip-Tuning at ρ⋆ (picked on set 0); the paired one-sided {100 * (1 - ALPHA):.0f}% upper bound of each FD's "
     f"excess over the baseline (ρ = 1, {baseline_nfe} NFE: {pm(baseline)}). A sampler matches the baseline when "
-    f"that bound is at most {fmt(margin, 2)} ({100 * MATCH_MARGIN:g}% of the baseline)."))
+    f"that bound is at most {fmt(margin, 2)} FD (the registered match margin)."))
 mean_fd = fd_grid.groupby(["rho", "nfe"])["fd"].mean().unstack("nfe")
 sd_fd = fd_grid.groupby(["rho", "nfe"])["fd"].std().unstack("nfe")
 pooled = pd.Series({k: frechet_distance_active(torch.cat(v), real_feats) for k, v in cell_feats.items()})
@@ -464,7 +521,7 @@ for c, rho in zip(colors, RHO_GRID):
                      ms=4, capsize=2, lw=2.2 if rho == 1.0 else 1.3, label=f"ρ_bottom = {rho:g}")
 axes[0].axhline(baseline_all.mean(), color="k", ls="--", lw=1, label=f"baseline ({baseline_nfe} NFE, ρ = 1)")
 axes[0].axhspan(baseline_all.mean(), baseline_all.mean() + margin, color="k", alpha=0.08,
-                label=f"+{100 * MATCH_MARGIN:g}% (match margin)")
+                label=f"+{fmt(margin, 2)} FD (match margin)")
 axes[0].set(xscale="log", yscale="log", xlabel="NFE (Heun)", ylabel="classifier FD (lower is better)",
             title="FD against NFE for each ρ_bottom")
 plain_log_ticks(axes[0], NFE_GRID)
@@ -487,18 +544,20 @@ plain_log_ticks(axes[2], [n for n in NFE_GRID if n != 35] + [39])
 axes[2].legend(fontsize=8)
 report.figure(fig, "fd_vs_nfe_rho", caption=(
     f"Left: classifier FD against NFE (Heun) for each ρ_bottom (mean ± sd over {fd_sets} sample sets of {fd_samples}); "
-    f"the dashed line is the untuned baseline at {baseline_nfe} NFE and the band the {100 * MATCH_MARGIN:g}% match "
+    f"the dashed line is the untuned baseline at {baseline_nfe} NFE and the band the {fmt(margin, 2)}-FD match "
     "margin. Middle: the same FDs as a change against the untuned network at the same NFE and on the same initial "
     "noise (mean ± sd over sets; below 0: Skip-Tuning helps). Right: the best ρ_bottom at each NFE, with the paper's "
     "values on ImageNet-64 for orientation."))
 
-improve_family = verdicts.superiority_family({f"{n} NFE": (tuned[n], untuned[n]) for n in below}, paired=True,
-                                              alpha=ALPHA, higher_is_better=False)
+# rho* against rho = 1 at each useful NFE below the baseline (3 and 5 NFE give noise for every rho: no family member).
+improve_family = verdicts.superiority_family({f"{n} NFE": (tuned[n], untuned[n]) for n in below if n in TREND_NFE},
+                                              paired=True, alpha=ALPHA, higher_is_better=False)
 # The claim at compare_nfe: the rho picked on set 0 against rho = 1 on the judging sets; picking 1 itself
-# (no rho < 1 helps on the selection set) is "not supported", not a test of the network against itself.
+# (no rho < 1 helps on the selection set) contradicts it in selected_gain_rule, rather than testing the network
+# against itself.
 _, improve_at = selected_gain_rule({r: fds(fd_grid, rho=r, nfe=compare_nfe) for r in RHO_AT[compare_nfe]}, 1.0,
-                                   [SELECT], JUDGE, ALPHA, name="ρ_bottom",
-                                   margin=MATCH_MARGIN * float(untuned[compare_nfe].mean()))
+                                   [SELECT], JUDGE, ALPHA, name="ρ_bottom", margin=GAIN_MARGIN)
+improve_at = with_margin(improve_at, GAIN_MARGIN)
 worse_everywhere = [n for n in TREND_NFE if all(rel_mean.loc[(n, r), "mean"] > 0 for r in RHO_AT[n] if r < 1)]
 report.note(
     f"Untuned, the sampler matches the {baseline_nfe}-NFE baseline first at "
@@ -506,12 +565,14 @@ report.note(
     f"{' NFE' if untuned_match else ''}; with Skip-Tuning at ρ⋆ first at "
     f"{tuned_match if tuned_match else 'no NFE below it'}{' NFE' if tuned_match else ''} "
     f"(NFE speed-up {fmt(nfe_speedup, 3)}×). At {compare_nfe} NFE, ρ⋆ = {rho_star[compare_nfe]:g} gives FD "
-    f"{pm(tuned[compare_nfe])} against {pm(untuned[compare_nfe])} untuned. ρ⋆ against ρ = 1 per NFE (Holm over "
-    f"{len(below)}; 'inconclusive' where ρ⋆ = 1): " + "; ".join(f"{k}: {v.verdict}" for k, v in improve_family.items())
+    f"{pm(tuned[compare_nfe])} against {pm(untuned[compare_nfe])} untuned. ρ⋆ against ρ = 1 per useful NFE (Holm over "
+    f"{len(improve_family)}; where ρ⋆ = 1 the network is tested against itself): "
+    + "; ".join(f"{k}: {word(v)}" for k, v in improve_family.items())
     + ". At " + (", ".join(str(n) for n in worse_everywhere) if worse_everywhere else "no")
     + " NFE every ρ_bottom < 1 is worse on average than the untuned network. Per-set FDs use "
     f"{fd_samples} samples and are biased upward against the pooled FDs of {fd_sets * fd_samples} (the table above): "
-    "the paired tests need the sets, the pooled numbers compare with other FDs of that size.")
+    "the paired tests need the sets, the pooled numbers compare with other FDs of that size. Positive control of the "
+    f"FD claims: {control_text(fd_control)}.")
 live.log_metric("baseline_fd_nfe35", baseline_pooled, plot=False)   # all sets pooled (fd_sets x fd_samples)
 live.log_metric("nfe_speedup", float(nfe_speedup), plot=False)
 live.log_metric("untuned_nfe_ratio", float(baseline_nfe / (untuned_match or baseline_nfe)), plot=False)
@@ -537,16 +598,16 @@ rho_trend_tau = trend_rule(TREND_NFE, [best_rho_mean[n] for n in TREND_NFE], inc
 # The claim, paired by set: each judging set's best rho at the baseline NFE against at the fewest useful NFE.
 best_rho_by_set = {n: np.asarray(argmin_per_set({r: fds(fd_grid, rho=r, nfe=n) for r in RHO_AT[n]}), float)[JUDGE]
                    for n in (TREND_NFE[0], baseline_nfe)}
-rho_trend = rise_rule(best_rho_by_set[baseline_nfe], best_rho_by_set[TREND_NFE[0]], min_rise=RHO_STEP, alpha=ALPHA,
-                      names=(f"best ρ at {baseline_nfe} NFE", f"at {TREND_NFE[0]} NFE"))
+rho_trend = rise_rule(tenths(best_rho_by_set[baseline_nfe]), tenths(best_rho_by_set[TREND_NFE[0]]), min_rise=RHO_STEP,
+                      alpha=ALPHA, names=(f"best ρ at {baseline_nfe} NFE (tenths of ρ)", f"at {TREND_NFE[0]} NFE"))
 # The tuned network of §8-§9: rho* at compare_nfe, or, if set 0 picked rho = 1 there, the best rho < 1 on set 0.
 rho_tuned = rho_star[compare_nfe] if rho_star[compare_nfe] < 1 else argmin_per_set(
     {r: fds(fd_grid, rho=r, nfe=compare_nfe)[[SELECT]] for r in RHO_GRID if r < 1})[0]
 tuned_label = (f"ρ_bottom = {rho_tuned:g}" if rho_tuned == rho_star[compare_nfe]
                else f"ρ_bottom = {rho_tuned:g} (forced: set 0 picked ρ = 1, this is the best ρ < 1 there)")
-report.note(f"U-shape at {compare_nfe} NFE: {u_shape.verdict} ({u_shape.evidence}). Best ρ_bottom per judging set at "
+report.note(f"U-shape at {compare_nfe} NFE: {word(u_shape)} ({u_shape.evidence}). Best ρ_bottom per judging set at "
             f"{TREND_NFE[0]} NFE: {[float(v) for v in best_rho_by_set[TREND_NFE[0]]]}, at {baseline_nfe} NFE: "
-            f"{[float(v) for v in best_rho_by_set[baseline_nfe]]}; higher with more steps: {rho_trend.verdict} ({rho_trend.evidence}). "
+            f"{[float(v) for v in best_rho_by_set[baseline_nfe]]}; higher with more steps: {word(rho_trend)} ({rho_trend.evidence}). "
             f"Over all useful NFE (description): {rho_trend_tau.evidence}.")
 
 # %% [markdown]
@@ -578,8 +639,8 @@ report.show(sde_mean, name="sde_fd_mean", caption=(
     f"Classifier FD at {sde_nfe} NFE (mean and sd over {fd_sets} sets) for the ODE sampler and EDM's stochastic "
     f"sampler (S_churn = {sde_churn:g}), skips scaled by ρ_bottom (ρ_top = 1)."))
 best_judge = {k: np.asarray(v, dtype=float)[JUDGE] for k, v in best_rho_sets.items()}
-sde_verdict = verdicts.superiority(best_judge["SDE (EDM Alg. 2)"], best_judge["ODE (Heun)"], paired=True, alpha=ALPHA,
-                                   higher_is_better=True, names=("best ρ, SDE", "best ρ, ODE"))
+sde_verdict = verdicts.superiority(tenths(best_judge["SDE (EDM Alg. 2)"]), tenths(best_judge["ODE (Heun)"]), paired=True,
+                                   alpha=ALPHA, higher_is_better=True, names=("best ρ, SDE (tenths of ρ)", "best ρ, ODE"))
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for kind, style in (("ODE (Heun)", "o-"), ("SDE (EDM Alg. 2)", "s--")):
     ax.errorbar(SDE_RHO_GRID, sde_mean[(kind, "mean")], yerr=sde_mean[(kind, "std")], fmt=style, capsize=2, label=kind)
@@ -593,7 +654,7 @@ report.figure(fig, "sde_rho", caption=(
 report.note(
     f"Best ρ_bottom per judging set: ODE {[float(v) for v in best_judge['ODE (Heun)']]}, stochastic "
     f"{[float(v) for v in best_judge['SDE (EDM Alg. 2)']]}. Higher (toward 1 or above) with the stochastic sampler: "
-    f"{sde_verdict.verdict} ({sde_verdict.evidence})."
+    f"{word(sde_verdict)} ({sde_verdict.evidence})."
     + (f" The stochastic sampler's best ρ sits at the top of the grid ({max(SDE_RHO_GRID):g}) in some set: its "
        "optimum may lie beyond it." if max(SDE_RHO_GRID) in best_judge["SDE (EDM Alg. 2)"] else ""))
 
@@ -619,14 +680,15 @@ res = pd.DataFrame(res_rows)
 report.table(res, "residual_fd", index=False)
 res_by = {r: res[res.r == r].sort_values("set")["fd"].to_numpy() for r in RESIDUAL_GRID}
 r_star, res_verdict = selected_gain_rule(res_by, 1.0, [SELECT], JUDGE, ALPHA, name="residual scale",
-                                         margin=MATCH_MARGIN * float(untuned[compare_nfe].mean()))
+                                         margin=report.registry.margin("residual_scaling_helps"))
+res_verdict = with_margin(res_verdict, report.registry.margin("residual_scaling_helps"))
 res_table = pd.DataFrame({"FD": {r: pm(v[JUDGE]) for r, v in res_by.items()}})
 res_table.index.name = "residual scale r"
 res_table.loc["Skip-Tuning ρ⋆ (for reference)", "FD"] = pm(tuned[compare_nfe])
 report.show(res_table, name="residual_scaling", caption=(
     f"Classifier FD at {compare_nfe} NFE with every residual branch scaled by r (long skips untouched), mean ± sd over "
     f"the {len(JUDGE)} judging sets; r⋆ = {r_star:g} picked on set 0."))
-report.note(f"Scaling the residual identities helps: {res_verdict.verdict} ({res_verdict.evidence}).")
+report.note(f"Scaling the residual identities helps: {word(res_verdict)} ({res_verdict.evidence}).")
 
 # %% [markdown]
 # ## 7. Experiment 4 — FreeU beside Skip-Tuning
@@ -648,7 +710,7 @@ freeu = pd.DataFrame(freeu_rows)
 report.table(freeu, "freeu_fd", index=False)
 freeu_by = {k: freeu[freeu.setting == k].sort_values("set")["fd"].to_numpy() for k in FREEU_GRID}
 freeu_by["untuned"] = fds(fd_grid, rho=1.0, nfe=compare_nfe)
-fd_margin = MATCH_MARGIN * float(untuned[compare_nfe].mean())     # 5% of the untuned FD at this NFE
+fd_margin = report.registry.margin("beats_freeu")       # absolute FD, registered (claims/03_skip_tuning.yaml)
 best_freeu, freeu_gain = selected_gain_rule(freeu_by, "untuned", [SELECT], JUDGE, ALPHA, name="FreeU setting",
                                             margin=fd_margin)
 skip_vs_freeu = verdicts.superiority(tuned[compare_nfe], freeu_by[best_freeu][JUDGE], paired=True, alpha=ALPHA,
@@ -662,8 +724,8 @@ freeu_table.index.name = f"{compare_nfe} NFE"
 report.show(freeu_table, name="freeu_vs_skip_tuning", caption=(
     f"Classifier FD at {compare_nfe} NFE (mean ± sd over the {len(JUDGE)} judging sets): FreeU settings "
     "(b: backbone, s: skip low frequencies; innermost stage first), the untuned network, and Skip-Tuning."))
-report.note(f"Best FreeU setting on set 0: {best_freeu}. FreeU against the untuned network: {freeu_gain.verdict} "
-            f"({freeu_gain.evidence}). Skip-Tuning against that FreeU setting: {skip_vs_freeu.verdict} "
+report.note(f"Best FreeU setting on set 0: {best_freeu}. FreeU against the untuned network: {word(freeu_gain)} "
+            f"({freeu_gain.evidence}). Skip-Tuning against that FreeU setting: {word(skip_vs_freeu)} "
             f"({skip_vs_freeu.evidence}).")
 
 # %% [markdown]
@@ -709,6 +771,12 @@ feature_family = verdicts.superiority_family(
     {f"σ = {fmt(a['sigma'], 2)}": (b["feature_mse"].cpu().numpy(), a["feature_mse"].cpu().numpy()) for a, b in mid},
     paired=True, alpha=ALPHA, higher_is_better=False)
 feature_verdict = any_of(feature_family, label="tuned feature error below untuned")
+# Positive controls of the per-image errors: the untuned denoiser at the lowest σ of the grid against the highest.
+lo_s, hi_s = errs["untuned"][0], errs["untuned"][-1]
+error_controls = {f"{kind}_error_separates": verdicts.positive_control(
+    lo_s[f"{kind}_mse"].cpu().numpy(), hi_s[f"{kind}_mse"].cpu().numpy(), paired=True, higher_is_better=False,
+    names=(f"{kind} MSE at σ = {fmt(lo_s['sigma'], 2)}", f"at σ = {fmt(hi_s['sigma'], 2)} (untuned)"))
+    for kind in ("pixel", "feature")}
 fig, ax = plt.subplots(figsize=(7, 4))
 ax.plot(err_table.index, err_table["pixel: tuned vs untuned (%)"], "o-", label="pixel-space error")
 ax.plot(err_table.index, err_table["features: tuned vs untuned (%)"], "s-", label="feature-space error")
@@ -720,8 +788,10 @@ ax.legend(fontsize=8)
 report.figure(fig, "per_sigma_errors", caption=(
     f"Change of the skip-tuned ({tuned_label}) against the untuned denoiser's error per noise level, in pixel space and "
     f"in the classifier's feature space ({sigma_images} test images, same noise for both)."))
-report.note(f"Pixel error rises with Skip-Tuning: {pixel_verdict.verdict} ({pixel_verdict.evidence}). Feature error "
-            f"falls at intermediate σ: {feature_verdict.verdict}.")
+report.note(f"Pixel error rises with Skip-Tuning: {word(pixel_verdict)} ({pixel_verdict.evidence}). Feature error "
+            f"falls at intermediate σ: {word(feature_verdict)}. Positive controls (lowest against highest σ): pixel error "
+            f"{control_text(error_controls['pixel_error_separates'])}; feature error "
+            f"{control_text(error_controls['feature_error_separates'])}.")
 
 # %% [markdown]
 # ## 9. Experiment 6 — the nonlinearity of the sampling map
@@ -758,6 +828,15 @@ nl_trend = verdicts.superiority(nl_ends[baseline_nfe], nl_ends[TREND_NFE[0]], pa
 nl_at = {r: nl[(nl.rho == r) & (nl.nfe == compare_nfe)].sort_values("set")["NL"].to_numpy()[JUDGE] for r in NL_RHOS}
 nl_gain = verdicts.superiority(nl_at[rho_nl], nl_at[1.0], paired=True, alpha=ALPHA, higher_is_better=True,
                                names=(f"NL at ρ = {rho_nl:g}", "at ρ = 1"))
+# Positive control of the NL claims: the same Heun sampler at the baseline NFE on the exact Gaussian denoiser (§1) is a
+# linear map, NL = 0 up to rounding; same noise draws and chords per judging set as the U-Net's row (no network: ~free).
+sig_base = edm_sigmas((baseline_nfe + 1) // 2, sigma_min, sigma_max, sigma_rho)
+nl_linear = np.array([map_nonlinearity(lambda x: heun_sample(gauss, x, sig_base),
+                                       Z[i][:nonlin_batch].to(dev) * float(sig_base[0]), nonlin_eps,
+                                       torch.Generator().manual_seed(seed + 500 + i)) for i in JUDGE])
+nl_control = verdicts.positive_control(nl_ends[baseline_nfe], nl_linear, paired=True, higher_is_better=True,
+                                       names=(f"NL of the U-Net sampler at {baseline_nfe} NFE",
+                                              "of the same sampler on the Gaussian (linear) denoiser"))
 fig, ax = plt.subplots(figsize=(7, 4))
 for r, style in zip(NL_RHOS, ("o-", "s--", "^:")):
     ax.errorbar(NFE_GRID, nl_mean[("mean", r)], yerr=nl_mean[("std", r)], fmt=style, capsize=2,
@@ -768,9 +847,10 @@ ax.legend()
 report.figure(fig, "sampling_nonlinearity", caption=(
     f"Nonlinearity NL of the sampling map (chord length ε = {nonlin_eps:g}; mean ± sd over {fd_sets} sets of "
     f"{nonlin_batch} noise draws), untuned and skip-tuned. Trends in NFE are judged from {TREND_NFE[0]} NFE up."))
-report.note(f"NL higher at {baseline_nfe} than at {TREND_NFE[0]} NFE (untuned): {nl_trend.verdict} ({nl_trend.evidence}); "
+report.note(f"NL higher at {baseline_nfe} than at {TREND_NFE[0]} NFE (untuned): {word(nl_trend)} ({nl_trend.evidence}); "
             f"over all useful NFE (description): {nl_trend_tau.evidence}. At {compare_nfe} NFE, "
-            f"Skip-Tuning raises NL: {nl_gain.verdict} ({nl_gain.evidence}).")
+            f"Skip-Tuning raises NL: {word(nl_gain)} ({nl_gain.evidence}). Positive control of the NL measure: "
+            f"{control_text(nl_control)}.")
 
 # %% [markdown]
 # ## 10. Samples at few steps, with and without Skip-Tuning
@@ -811,61 +891,67 @@ report.note("Classes (of 10) the classifier finds in at least 1% of each panel's
 # %% [markdown]
 # ## 11. Verdicts on the claims of the article and the paper
 #
-# Each row applies the rule fixed in §0 to the measurements above; the evidence column is the
-# rule's own account of the numbers it saw.
+# Each row applies the rule registered for it in `claims/03_skip_tuning.yaml` (§0) to the
+# measurements above; the evidence column is the rule's own account of the numbers it saw. A claim
+# whose testbed failed its positive control cannot be contradicted (`testbed_cannot_discriminate`),
+# and a verdict that differs on the rerun with disjoint seeds (§13) is inconclusive
+# (`unstable_on_rerun`).
 
 # %%
-claims = report.claims([
-    {"claim": "Few-step samplers lose the nonlinearity of the many-step sampling map (article)",
-     "evidence": f"§9, untuned Heun, {len(JUDGE)} judging sets: {nl_trend.evidence}", "verdict": nl_trend.verdict},
-    {"claim": "Skip connections make the U-Net more linear: scaling them down makes the denoiser more nonlinear (article)",
-     "evidence": f"§2, NL of D(·; σ) against ρ_bottom {list(RHO_GRID)}, at every σ of {list(den_sigmas)}: "
-                 f"{den_verdict.evidence}", "verdict": den_verdict.verdict},
-    {"claim": "Skip-Tuning gives the few-step sampling map its nonlinearity back (article)",
-     "evidence": f"§9, {compare_nfe} NFE, {tuned_label}, {len(JUDGE)} judging sets: {nl_gain.evidence}",
-     "verdict": nl_gain.verdict},
-    {"claim": "A GroupNorm after the concatenation erases the skip scale except through the residual 1×1 path "
-              "(paper, App. C)",
-     "evidence": f"§3, each skip scaled to 0.5, relative change of the receiving block's main branch: "
-                 f"{gn_verdict.evidence}; residual branch moves "
-                 f"{fmt(gn_table['residual 1×1 branch: relative change'].min(), 2)}–"
-                 f"{fmt(gn_table['residual 1×1 branch: relative change'].max(), 2)}",
-     "verdict": gn_verdict.verdict},
-    {"claim": f"Skip-Tuning lowers FD of few-step sampling (here {compare_nfe} NFE; paper: training-free gains at 9–39 NFE)",
-     "evidence": f"§4, ρ_bottom from {list(RHO_GRID)} picked on set 0, judged on {len(JUDGE)} sets: "
-                 f"{improve_at.evidence}", "verdict": improve_at.verdict},
-    {"claim": f"A skip-tuned few-step sampler matches the untuned one at {baseline_nfe} NFE with fewer NFE than "
-              "the untuned sampler needs (the headline)",
-     "evidence": f"§4, match = one-sided {100 * (1 - ALPHA):.0f}% bound of the FD excess ≤ {fmt(margin, 2)} "
-                 f"({100 * MATCH_MARGIN:g}% of {pm(baseline)}): {speedup_verdict.evidence}",
-     "verdict": speedup_verdict.verdict},
-    {"claim": "FD is U-shaped in ρ_bottom: an interior best ρ (paper: 0.65–0.7 at 9 NFE)",
-     "evidence": f"§4, {compare_nfe} NFE: {u_shape.evidence}", "verdict": u_shape.verdict},
-    {"claim": "The best ρ_bottom rises toward 1 as NFE grows (paper: ≈ 0.85 at 39 NFE)",
-     "evidence": f"§4, best ρ per judging set, {TREND_NFE[0]} NFE: {[float(v) for v in best_rho_by_set[TREND_NFE[0]]]}, "
-                 f"{baseline_nfe} NFE: {[float(v) for v in best_rho_by_set[baseline_nfe]]}: {rho_trend.evidence}",
-     "verdict": rho_trend.verdict},
-    {"claim": "With a stochastic (SDE) sampler the best ρ is higher: closer to 1, possibly above (article's conjecture)",
-     "evidence": f"§5, {sde_nfe} NFE, S_churn {sde_churn:g}: {sde_verdict.evidence}", "verdict": sde_verdict.verdict},
-    {"claim": "Without U-Net skips (DiT), scaling the residual identity branch helps instead (article's conjecture)",
-     "evidence": f"§6, {compare_nfe} NFE, r from {list(RESIDUAL_GRID)}: {res_verdict.evidence}",
-     "verdict": res_verdict.verdict},
-    {"claim": "Skip-Tuning beats FreeU at the same NFE (paper)",
-     "evidence": f"§7, {compare_nfe} NFE: {skip_vs_freeu.evidence}", "verdict": skip_vs_freeu.verdict},
-    {"claim": "With ρ < 1 the pixel-space denoising error rises (paper)",
-     "evidence": f"§8, {tuned_label}, {sigma_images} images: {pixel_verdict.evidence}",
-     "verdict": pixel_verdict.verdict},
-    {"claim": "With ρ < 1 the feature-space error falls at intermediate σ (paper's explanation)",
-     "evidence": f"§8, {tuned_label}, classifier features, σ in [0.1, 10]: {feature_verdict.evidence}",
-     "verdict": feature_verdict.verdict},
-])
-counts = claims["verdict"].value_counts()
+gn_range = (f"{fmt(gn_table['residual 1×1 branch: relative change'].min(), 2)}–"
+            f"{fmt(gn_table['residual 1×1 branch: relative change'].max(), 2)}")
+claims = report.claims({
+    "few_steps_lose_nonlinearity": nl_trend.labelled(f"§9, untuned Heun, {len(JUDGE)} judging sets"),
+    "skips_make_unet_linear": den_verdict.labelled(
+        f"§2, NL of D(·; σ) against ρ_bottom {list(RHO_GRID)}, at every σ of {list(den_sigmas)}"),
+    "tuning_restores_nonlinearity": nl_gain.labelled(f"§9, {compare_nfe} NFE, {tuned_label}, {len(JUDGE)} judging sets"),
+    "groupnorm_erases_skip_scale": dataclasses.replace(gn_verdict, evidence=(
+        f"§3, each skip scaled to 0.5, relative change of the receiving block's main branch: {gn_verdict.evidence}; "
+        f"residual branch moves {gn_range}")),
+    "skip_tuning_lowers_fd": improve_at.labelled(
+        f"§4, {compare_nfe} NFE, ρ_bottom from {list(RHO_AT[compare_nfe])} picked on set 0, judged on {len(JUDGE)} sets"),
+    "skip_tuning_saves_steps": speedup_verdict.labelled(
+        f"§4, match = one-sided {100 * (1 - ALPHA):.0f}% bound of the FD excess ≤ {fmt(margin, 2)} FD "
+        f"(baseline {pm(baseline)})"),
+    "u_shaped_in_rho": u_shape.labelled(f"§4, {compare_nfe} NFE"),
+    "best_rho_rises": rho_trend.labelled(
+        f"§4, best ρ per judging set, {TREND_NFE[0]} NFE: {[float(v) for v in best_rho_by_set[TREND_NFE[0]]]}, "
+        f"{baseline_nfe} NFE: {[float(v) for v in best_rho_by_set[baseline_nfe]]}"),
+    "sde_best_rho_higher": sde_verdict.labelled(f"§5, {sde_nfe} NFE, S_churn {sde_churn:g}"),
+    "residual_scaling_helps": res_verdict.labelled(f"§6, {compare_nfe} NFE, r from {list(RESIDUAL_GRID)}"),
+    "beats_freeu": skip_vs_freeu.labelled(f"§7, {compare_nfe} NFE"),
+    "pixel_error_rises": pixel_verdict.labelled(f"§8, {tuned_label}, {sigma_images} images"),
+    "feature_error_falls": feature_verdict.labelled(
+        f"§8, {tuned_label}, classifier features, σ in [0.1, 10]"),
+}, controls={"fewest_nfe_vs_baseline": fd_control, "linear_map_vs_sampler": nl_control, **error_controls})
+final = claims.set_index("id")
+
+
+def said(claim_id) -> str:
+    """A claim's verdict as the table gives it (after its control and the rerun), with its reason."""
+    return f"*{final.loc[claim_id, 'verdict']}* [`{final.loc[claim_id, 'reason']}`]"
+
+
+def tally(rows) -> str:
+    """'2 supported (significant 2); 1 contradicted (other way 1)': verdicts and their reasons, in a fixed order."""
+    out = []
+    for w in verdicts.VERDICTS:
+        sub = rows[rows["verdict"] == w]
+        if len(sub):
+            why = ", ".join(f"{r.replace('_', ' ')} {n}" for r, n in sub["reason"].value_counts().sort_index().items())
+            out.append(f"{len(sub)} {w} ({why})")
+    return "; ".join(out) if out else "none"
+
+
+is_claim = claims["source"].map(is_article_claim)
+apart = "; ".join(f"{len(g)} {src} row{'s' if len(g) > 1 else ''} listed apart: {tally(g)}"
+                  for src, g in claims[~is_claim].groupby("source"))
 report.summary(
-    f"{counts.get('supported', 0)} of {len(claims)} claims supported, {counts.get('not supported', 0)} not supported, "
-    f"{counts.get('inconclusive at this scale', 0)} inconclusive at this scale. Untuned Heun at {baseline_nfe} NFE: "
+    f"Of the {int(is_claim.sum())} claims of the article and the paper: {tally(claims[is_claim])}"
+    + (f" ({apart})" if apart else "") + f". Untuned Heun at {baseline_nfe} NFE: "
     f"classifier FD {fmt(baseline_pooled, 3)} ({fd_sets * fd_samples} samples). Skip-Tuning matches it at "
     f"{tuned_match if tuned_match else baseline_nfe} NFE ({fmt(nfe_speedup, 3)}× fewer), untuned sampling at "
-    f"{untuned_match if untuned_match else baseline_nfe} NFE; tuning saves steps: {speedup_verdict.verdict}.")
+    f"{untuned_match if untuned_match else baseline_nfe} NFE; tuning saves steps: {said('skip_tuning_saves_steps')}.")
 
 # %% [markdown]
 # ## 12. Summary
@@ -873,7 +959,8 @@ report.summary(
 # The chain of the argument, each link measured: a few-step sampler is a smoother map than the ODE's
 # (§1, §9); the skips are a knob that acts only through the decoder's residual path (§3); scaling
 # them changes the denoiser's nonlinearity (§2) and the sampler's (§9); and the question that
-# matters, whether fewer steps reach the same quality (§4). This run's answers:
+# matters, whether fewer steps reach the same quality (§4). This run's answers, as the claims table
+# gives them (after the positive controls and the rerun):
 
 # %%
 report.finding(
@@ -882,23 +969,28 @@ report.finding(
     f"{fd_samples}; {fmt(trained['baseline_fd'], 3)} on the training stage's {trained['eval_samples']:,}).")
 report.finding(
     (f"**Skip-Tuning at {compare_nfe} NFE** (ρ_bottom = {rho_star[compare_nfe]:g}): FD {pm(tuned[compare_nfe])} against "
-     f"{pm(untuned[compare_nfe])} untuned ({improve_at.verdict})." if rho_star[compare_nfe] < 1 else
-     f"**Skip-Tuning at {compare_nfe} NFE**: no ρ_bottom < 1 helps (set 0 picks ρ = 1; ρ = {min(RHO_GRID):g} gives "
+     f"{pm(untuned[compare_nfe])} untuned ({said('skip_tuning_lowers_fd')})." if rho_star[compare_nfe] < 1 else
+     f"**Skip-Tuning at {compare_nfe} NFE**: set 0 picks ρ = 1, so no ρ_bottom < 1 is judged ("
+     f"{said('skip_tuning_lowers_fd')}; ρ = {min(RHO_GRID):g} gives "
      f"{pm(judge(fds(fd_grid, rho=min(RHO_GRID), nfe=compare_nfe)))} against {pm(untuned[compare_nfe])}).")
     + f" Matches the {baseline_nfe}-NFE baseline at "
     f"{tuned_match if tuned_match else baseline_nfe} NFE, untuned at {untuned_match if untuned_match else baseline_nfe} "
-    f"NFE: NFE speed-up {fmt(nfe_speedup, 3)}× (fewer NFE than untuned: {speedup_verdict.verdict}).")
+    f"NFE: NFE speed-up {fmt(nfe_speedup, 3)}× (fewer NFE than untuned: {said('skip_tuning_saves_steps')}).")
 report.finding(
     f"**Best ρ_bottom against NFE** {dict((n, best_rho_mean[n]) for n in NFE_GRID)}: rises with NFE: "
-    f"{rho_trend.verdict}. SDE sampler nearer ρ = 1: {sde_verdict.verdict}; residual scaling (DiT remark): "
-    f"{res_verdict.verdict}; Skip-Tuning beats FreeU: {skip_vs_freeu.verdict}.")
+    f"{said('best_rho_rises')}. SDE sampler nearer ρ = 1: {said('sde_best_rho_higher')}; residual scaling (DiT "
+    f"remark): {said('residual_scaling_helps')}; Skip-Tuning beats FreeU: {said('beats_freeu')}.")
 report.note(
-    f"* Few steps lose nonlinearity: {nl_trend.verdict}; Skip-Tuning restores some at {compare_nfe} NFE: "
-    f"{nl_gain.verdict}.\n"
+    f"* Few steps lose nonlinearity: {said('few_steps_lose_nonlinearity')}; Skip-Tuning restores some at "
+    f"{compare_nfe} NFE: {said('tuning_restores_nonlinearity')}.\n"
     f"* GroupNorm erases the scale on the main branch (at most {fmt(max(gn_errors.values()), 2)} relative change): "
-    f"{gn_verdict.verdict}.\n"
-    f"* Pixel error rises with ρ < 1: {pixel_verdict.verdict}; feature error falls at intermediate σ: "
-    f"{feature_verdict.verdict}.\n"
+    f"{said('groupnorm_erases_skip_scale')}.\n"
+    f"* Pixel error rises with ρ < 1: {said('pixel_error_rises')}; feature error falls at intermediate σ: "
+    f"{said('feature_error_falls')}.\n"
+    f"* Positive controls: FD {'passed' if fd_control.verdict == verdicts.SUPPORTED else 'failed'}, NL of the "
+    f"sampling map {'passed' if nl_control.verdict == verdicts.SUPPORTED else 'failed'}, per-σ errors "
+    + ", ".join(f"{k.split('_')[0]} {'passed' if v.verdict == verdicts.SUPPORTED else 'failed'}"
+                for k, v in error_controls.items()) + ".\n"
     f"* The ρ × NFE grid took {grid_seconds:.0f} s on {dev}.")
 
 # %% [markdown]
