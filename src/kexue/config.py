@@ -21,7 +21,39 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]   # src/kexue/config.py -> project root
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # src/kexue/config.py -> the checkout it came from
+ROOT_ENV = "KEXUE_ROOT"
+
+
+def is_project_root(path: Path) -> bool:
+    """A folder holding the workbook: `dvc.yaml`, `params.yaml` and `notebooks/`."""
+    return (path / "dvc.yaml").is_file() and (path / "params.yaml").is_file() and (path / "notebooks").is_dir()
+
+
+def find_root(cwd: Path | None = None, env: dict | None = None) -> Path:
+    """The project root this process works in, decided once at import.
+
+    In order: `$KEXUE_ROOT` (must be a project root; an error otherwise); the nearest folder
+    at or above the working directory that is a project root (DVC runs a stage in the
+    experiment's own copy of the repository, so `dvc exp run --temp` and queue workers read
+    the experiment's `params.yaml` and write the experiment's reports); else the checkout the
+    package was installed from (library use from anywhere else).
+    """
+    env = os.environ if env is None else env
+    if env.get(ROOT_ENV):
+        root = Path(env[ROOT_ENV]).resolve()
+        if not is_project_root(root):
+            raise RuntimeError(f"{ROOT_ENV}={env[ROOT_ENV]!r} is not a kexue-workbook folder "
+                               "(needs dvc.yaml, params.yaml and notebooks/)")
+        return root
+    here = Path.cwd() if cwd is None else Path(cwd)
+    for folder in (here.resolve(), *here.resolve().parents):
+        if is_project_root(folder):
+            return folder
+    return PACKAGE_ROOT
+
+
+ROOT = find_root()
 PARAMS_FILE = ROOT / "params.yaml"
 SCALES_FILE = ROOT / "scales.yaml"
 SCALES = ("smoke", "default", "gpu")
