@@ -330,3 +330,48 @@ def test_interrupt_ends_with_one_line_and_keeps_the_report(sandbox, tmp_path, si
     assert (rep_dir / "99_fake" / "99_fake.ipynb").read_bytes() == before
     assert sorted(x.name for x in scratch.iterdir()) == ["kexue-locks"]       # kernel folder removed
     assert sorted(x.name for x in rep_dir.iterdir()) == ["99_fake"]
+
+
+# --- scales that cannot surprise ---
+
+def test_gpu_scale_without_cuda_refuses_before_any_work(sandbox, monkeypatch):
+    import torch
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("KEXUE_FORCE_GPU_SCALE", raising=False)
+    with pytest.raises(ParamsError, match=r"common.scale='gpu' but no CUDA device.*--force-gpu-scale"):
+        run.run_chapter("99_fake", overrides={"common": {"scale": "gpu"}}, reports=rep_dir)
+    assert not rep_dir.exists()
+    run.check_scale({"scale": "gpu", "device": "auto"}, force=True)          # forced: allowed
+    monkeypatch.setenv("KEXUE_FORCE_GPU_SCALE", "1")
+    run.check_scale({"scale": "gpu", "device": "auto"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("KEXUE_FORCE_GPU_SCALE")
+    run.check_scale({"scale": "gpu", "device": "auto"})                      # a GPU: fine
+    with pytest.raises(ParamsError, match="common.device='cpu'"):
+        run.check_scale({"scale": "gpu", "device": "cpu"})
+
+
+def test_smoke_runs_go_to_a_scratch_folder(monkeypatch, tmp_path, capsys):
+    seen = []
+    monkeypatch.setattr(run, "run_chapter", lambda chapter, overrides, reports, **kw: seen.append(reports))
+    assert run.main(["04_adax", "--scale", "smoke"]) == 0
+    assert seen[-1] == run.ROOT / "build" / "smoke" and "not the committed reports/" in capsys.readouterr().err
+    assert run.main(["04_adax", "--scale", "smoke", "--out", str(tmp_path / "x")]) == 0
+    assert seen[-1] == tmp_path / "x"
+    assert run.main(["04_adax"]) == 0 and seen[-1] == run.REPORTS                 # the stage's own run
+    assert run.main(["04_adax", "--scale", "smoke", "--out", str(run.REPORTS)]) == 1
+    assert "a smoke run never writes the committed reports" in capsys.readouterr().err
+    assert len(seen) == 3
+    assert run.main(["04_adax", "98_nope"]) == 1 and len(seen) == 3            # every name checked first
+    assert "unknown chapter '98_nope'" in capsys.readouterr().err
+
+
+def test_prepare_only_from_the_command_line(sandbox, tmp_path, capsys):
+    nb_dir, _ = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    assert run.main(["99_fake", "--scale", "smoke", "--prepare-only", str(tmp_path / "nb")]) == 0
+    nb = nbformat.read(tmp_path / "nb" / "99_fake.ipynb", as_version=4)
+    assert any('scale = "smoke"' in c.source for c in nb.cells)
+    assert "prepared" in capsys.readouterr().out
