@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 
 import numpy as np
 import pytest
