@@ -4,7 +4,8 @@ Chapters' modules: `gan` (01, single-loss GAN), `ebm` (02, energy-based model), 
 (03, Skip-Tuning of an EDM U-Net), `optim` (04, AdaX), `simbert` (05, SimBERT).
 Shared pieces: `config` (params, scales, device, seeds, project root), `chapters` (registry),
 `data`, `nets`, `toy2d`, `metrics`, `verdicts`, `report`, `html`, `index` (front page),
-`numerics` (CPU pinning), the notebook runner `run` and `verify` (reruns on disjoint seeds).
+`numerics` (CPU pinning), the notebook runner `run`, `verify` (reruns on disjoint seeds),
+`compare` (two runs side by side) and `plots` (`dvc plots` pages that work offline).
 DESIGN.md describes the layout.
 
 Importing the package or any of its modules changes no environment variable. The CPU pins of
@@ -21,8 +22,8 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-MODULES = ("chapters", "config", "data", "diffusion", "ebm", "gan", "html", "index", "metrics",
-           "nets", "numerics", "optim", "report", "run", "simbert", "toy2d", "verdicts", "verify")
+MODULES = ("chapters", "compare", "config", "data", "diffusion", "ebm", "gan", "html", "index", "metrics",
+           "nets", "numerics", "optim", "plots", "report", "run", "simbert", "toy2d", "verdicts", "verify")
 __all__ = [*MODULES, "started_as_entry_point", "pin_entry_point"]
 
 
