@@ -72,8 +72,8 @@ def _sh(cwd, *cmd, env, timeout=120):
     return done.stdout
 
 
-def _clone(src, dest, env):
-    _sh(dest.parent, "git", "clone", "-q", str(src), str(dest), env=env)
+def _clone(src, dest, env, *args):
+    _sh(dest.parent, "git", "clone", "-q", *args, str(src), str(dest), env=env)
     return dest
 
 
@@ -92,7 +92,6 @@ def _exp_rows(clone, env):
     return rows
 
 
-@pytest.mark.timeout(600) if hasattr(pytest.mark, "timeout") else (lambda f: f)
 def test_queued_pair_runs_with_own_params_and_workspace_untouched(tmp_path):
     env = _env()
     t0 = time.time()
@@ -132,9 +131,9 @@ def test_queued_pair_runs_with_own_params_and_workspace_untouched(tmp_path):
     _sh(clone, "git", "remote", "add", "team", str(remote), env=env)
     _sh(clone, "git", "push", "-q", "team", "HEAD:refs/heads/main", env=env)
     _sh(clone, sys.executable, "-m", "dvc", "exp", "push", "team", "lr-big", env=env)
-    other = _clone(remote, tmp_path / "other", env)
+    other = _clone(remote, tmp_path / "other", env, "-b", "main")
     assert "lr-big" in _sh(other, sys.executable, "-m", "dvc", "exp", "list", "origin", env=env)
     _sh(other, sys.executable, "-m", "dvc", "exp", "pull", "origin", "lr-big", env=env)
     shown = _sh(other, sys.executable, "-m", "kexue.compare", "lr-big", "HEAD", "--md", env=env)
     assert "| adax.lr | 0.00400 |" in shown and "| common.scale | smoke | default |" in shown
-    assert "lr_seen" not in shown or True
+    assert "ran with" not in shown                                   # summaries are not headline rows
