@@ -101,3 +101,12 @@ def test_progress_prints_plain_lines_when_not_on_a_terminal():
         bar.update(1)
     bar.close()
     assert "4/4" in out.getvalue().splitlines()[-1]
+
+
+def test_progress_off_a_terminal_says_when_a_short_loop_ends():
+    import io
+    from kexue.report import progress
+    out = io.StringIO()
+    list(progress(range(3), desc="short", file=out))       # well under the 30 s between lines
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("short:") and "0/3" in lines[0] and "3/3" in lines[-1]

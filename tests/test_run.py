@@ -277,13 +277,15 @@ def test_run_leaves_nothing_in_the_repository_or_temp(sandbox, tmp_path, monkeyp
     before = sorted(p.name for p in run.ROOT.iterdir())
     run.run_chapter("99_fake", reports=rep_dir)
     assert sorted(p.name for p in scratch.iterdir()) == ["kexue-locks"]        # staging + kernel folder gone
+    assert list((scratch / "kexue-locks").iterdir()) == []                      # the lock file too
     assert sorted(p.name for p in run.ROOT.iterdir()) == before                 # no kernel-ipc-* sockets
     assert sorted(p.name for p in rep_dir.iterdir()) == ["99_fake"]
 
 
 SLOW = GOOD + '''
 # %%
-import time
+import os, time
+Path(os.environ["KEXUE_TEST_MARK"]).touch()        # the test signals once the kernel is in this cell
 time.sleep(120)
 '''
 
@@ -310,20 +312,22 @@ def test_interrupt_ends_with_one_line_and_keeps_the_report(sandbox, tmp_path, si
     (nb_dir / "99_fake.py").write_text(SLOW)
     scratch = tmp_path / "tmp"
     scratch.mkdir()
-    env = {**__import__("os").environ, "TMPDIR": str(scratch)}
+    mark = tmp_path / "sleeping"
+    env = {**__import__("os").environ, "TMPDIR": str(scratch), "KEXUE_TEST_MARK": str(mark)}
     p = subprocess.Popen([sys.executable, "-c", DRIVER, str(nb_dir), str(rep_dir)], env=env,
                          stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     t0 = time.time()
-    while time.time() - t0 < 60 and not any(scratch.glob("kexue-99_fake-*/kernel.json")):
+    while time.time() - t0 < 90 and not mark.exists():
         time.sleep(0.2)
-    time.sleep(3)                                        # inside the sleeping cell
+    assert mark.exists(), "the kernel never reached the slow cell"
+    time.sleep(0.5)
     p.send_signal(getattr(signal, signame))
     t1 = time.time()
     try:
         out, err = p.communicate(timeout=60)
     finally:
         p.kill()
-    assert time.time() - t1 < 20                         # stops promptly
+    assert time.time() - t1 < 30                         # stops promptly (the cell alone would take 120 s)
     assert p.returncode == 130
     assert err.strip().splitlines()[-1] == "99_fake: interrupted; previous report kept"
     assert "Traceback" not in err

@@ -140,7 +140,8 @@ def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
     Inside a kernel, `sys.__stderr__` is the kernel process's own stderr, which the
     runner's terminal inherits; the notebook only captures `sys.stderr`. When that stream
     is not a terminal (CI logs, `dvc exp run` in a queue, redirected output) the same
-    progress is printed as plain lines, one every `mininterval` seconds (default 30).
+    progress is printed as plain lines, one every `mininterval` seconds (default 30), and
+    one when the loop ends.
     """
     from tqdm.std import tqdm
     stream = kw.pop("file", None) or (sys.__stderr__ if sys.__stderr__ is not None else sys.stderr)
@@ -164,7 +165,7 @@ def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
             stream.flush()
 
     kw.setdefault("disable", False)
-    return tqdm(iterable, desc=desc, total=total, file=Lines(), leave=False, ncols=100, ascii=True,
+    return tqdm(iterable, desc=desc, total=total, file=Lines(), leave=True, ncols=100, ascii=True,
                 mininterval=kw.pop("mininterval", 30.0), **kw)
 
 

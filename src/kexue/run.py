@@ -39,6 +39,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -125,39 +126,85 @@ def chapter_lock(final: Path, wait: bool = False):
 
     A second holder refuses at once with `ChapterBusy` naming the first (pid, start time),
     or, with `wait`, says it waits and blocks. The operating system drops the lock when the
-    process ends, however it ends, so a killed run never leaves a stale lock.
+    process ends, however it ends, so a killed run never leaves a stale lock. The lock file
+    is removed on release (a waiter that then holds the removed file's lock notices and
+    locks the new file instead).
     """
     path = lock_path(final)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-            if not wait:
-                raise ChapterBusy(f"{final} is being written by {holder}; wait for that run to finish "
-                                  "(or pass --wait to queue behind it)") from None
-            print(f"waiting for {holder}, which is writing {final}", file=sys.stderr, flush=True)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                if not wait:
+                    raise ChapterBusy(f"{final} is being written by {holder}; wait for that run to finish "
+                                      "(or pass --wait to queue behind it)") from None
+                print(f"waiting for {holder}, which is writing {final}", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)                      # the holder removed that file: lock the current one
+    try:
         started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
         os.pwrite(fd, f"run pid {os.getpid()} (started {started})\n".encode(), 0)
         yield path
     finally:
         with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-        os.close(fd)                      # releases the lock; the empty file stays, in the temp folder
+            os.unlink(path)               # while still holding it
+        os.close(fd)
 
 
 def kill_kernels(manager: type[LocalKernelManager]) -> None:
-    """Kill any kernel of this run still alive (after an interrupt or a crash)."""
+    """Kill every kernel of this run still alive, with its children (after an interrupt or a
+    crash). The kernel runs in its own session, so its process group is its pid."""
     for km in manager.started:
-        with contextlib.suppress(Exception):
-            if km.has_kernel and km.is_alive():
-                km.shutdown_kernel(now=True)
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                process.wait(timeout=10)
+
+
+def execute_interruptibly(fn, manager: type[LocalKernelManager]):
+    """Run `fn()` (papermill) in a worker thread while this thread waits for it.
+
+    nbclient waits for the kernel's output with a blocking call inside its event loop, and puts
+    its own SIGINT/SIGTERM handlers on that loop, which cannot run while it blocks: Ctrl-C did
+    nothing until the cell ended (minutes under `dvc exp run`). In a worker thread it installs no
+    handlers; the main thread gets the KeyboardInterrupt at once, kills the kernel and raises.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: B036 - handed to the main thread
+            box["error"] = e
+    worker = threading.Thread(target=target, name="kexue-papermill", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        kill_kernels(manager)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 # The kernel leaves its own stderr alone (no fd capture): progress bars written to
@@ -349,10 +396,10 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
             t0 = time.time()
             print(f"[{chapter}] running at scale {params['scale']} ({len(text_nb.cells)} cells)", file=sys.stderr)
             try:
-                pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
-                                    progress_bar=False, cwd=str(ROOT), log_output=False,
-                                    kernel_manager_class=manager, extra_arguments=KERNEL_ARGS,
-                                    on_cell_start=section_printer(chapter, text_nb))
+                execute_interruptibly(lambda: pm.execute_notebook(
+                    str(src), str(out), parameters=params, kernel_name=KERNEL, progress_bar=False, cwd=str(ROOT),
+                    log_output=False, kernel_manager_class=manager, extra_arguments=KERNEL_ARGS,
+                    on_cell_start=section_printer(chapter, text_nb)), manager)
             except pm.PapermillExecutionError as e:
                 if e.ename == "KeyboardInterrupt":
                     raise KeyboardInterrupt from None
@@ -461,8 +508,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{chapter}: interrupted; previous report kept", file=sys.stderr)
-        return 130
+        print(f"{chapter}: interrupted; previous report kept", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)            # clean-up is done (run_chapter's finally); a thread blocked on the
+        #                          killed kernel must not keep the process (or its atexit hooks) alive
     return 0
 
 

@@ -11,6 +11,7 @@ chapter's report. The stage comes first, so both halves have their own time budg
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import sys
@@ -64,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{args.chapter}: interrupted; previous rerun kept", file=sys.stderr)
-        return 130
+        print(f"{args.chapter}: interrupted; previous rerun kept", file=sys.stderr, flush=True)
+        os._exit(130)            # as kexue.run: nothing may wait on the killed kernel
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"{args.chapter}: rerun with seeds +{args.seed_offset} kept in {shown}; "
           f"the chapter's run compares its verdicts with it (tables/verify.csv)")
