@@ -379,3 +379,15 @@ def test_prepare_only_from_the_command_line(sandbox, tmp_path, capsys):
     nb = nbformat.read(tmp_path / "nb" / "99_fake.ipynb", as_version=4)
     assert any('scale = "smoke"' in c.source for c in nb.cells)
     assert "prepared" in capsys.readouterr().out
+
+
+def test_staging_folder_is_named_after_the_chapter(sandbox):
+    """A Report finds its chapter from its folder's name, so the per-run staging folder (outside
+    the repository) carries the chapter's name, as the report folder does."""
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD + '''
+# %%
+(out / "folder_name.txt").write_text(Path(report_dir).name + " " + str(Path(report_dir).is_relative_to(ROOT)))
+''')
+    final = run.run_chapter("99_fake", reports=rep_dir)
+    assert (final / "folder_name.txt").read_text() == "99_fake False"

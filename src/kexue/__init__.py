@@ -22,8 +22,14 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-MODULES = ("chapters", "compare", "config", "data", "diffusion", "ebm", "gan", "html", "index", "metrics",
-           "nets", "numerics", "optim", "plots", "report", "run", "simbert", "toy2d", "verdicts", "verify")
+
+def _modules() -> tuple[str, ...]:
+    import pkgutil
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")))
+
+
+MODULES = _modules()          # every module of the package, found on disk (no import)
+__doc__ += "\nEvery module: " + ", ".join(f"`{m}`" for m in MODULES) + ".\n"
 __all__ = [*MODULES, "started_as_entry_point", "pin_entry_point"]
 
 

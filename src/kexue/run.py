@@ -383,7 +383,9 @@ def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REP
     final = reports / chapter
     manager = None
     with chapter_lock(final, wait=wait), tempfile.TemporaryDirectory(prefix=f"kexue-{chapter}-") as tmp:
-        staging = Path(tmp) / "report"          # outside the repository: one per run
+        # Outside the repository, one per run; named after the chapter, as the report folder is
+        # (a Report finds its chapter from its folder's name).
+        staging = Path(tmp) / chapter
         staging.mkdir()
         incoming = reports / f".staging-{chapter}-{os.getpid()}"   # same filesystem as `final`, briefly
         try:
