@@ -53,6 +53,7 @@ def test_experiment_names_and_bad_names(repo):
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                          check=True).stdout.strip()
     subprocess.run(["git", "-C", str(repo), "update-ref", "refs/exps/ab/cdef0123/lucky-lr", sha], check=True)
+    subprocess.run(["git", "-C", str(repo), "update-ref", "refs/exps/celery/stash", sha], check=True)   # not one
     side = compare.resolve("lucky-lr", repo)
     assert side.rev == sha and "experiment" in side.label
     assert compare.experiments(repo) == {"lucky-lr": sha}

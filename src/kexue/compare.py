@@ -58,8 +58,9 @@ def experiments(root: Path = ROOT) -> dict[str, str]:
     exps = {}
     for line in out.splitlines():
         ref, sha = line.split()
-        if not ref.endswith(("/exec", "/EXEC_APPLY", "/EXEC_BRANCH", "/EXEC_BASELINE")) and "/exec/" not in ref:
-            exps[ref.rsplit("/", 1)[-1]] = sha
+        parts = ref.split("/")     # refs/exps/<2 hex>/<rest of the baseline sha>/<name>; queue stashes differ
+        if len(parts) == 5 and len(parts[2]) == 2 and all(c in "0123456789abcdef" for c in parts[2] + parts[3]):
+            exps[parts[4]] = sha
     return exps
 
 
