@@ -1,7 +1,6 @@
 """AdaX as a torch.optim citizen (issue 21): tensor step, validated groups, maximize, complex
 parameters refused, torch.compile without recompiles, a fused path; and the default path bit for
 bit what the committed reports ran (tests/adax_reference.py, the implementation before the change)."""
-import math
 
 import pytest
 import torch

@@ -106,7 +106,7 @@ def test_two_pinned_runs_agree_bitwise():
         assert outs[0]["capability"] == "AVX2"
 
 
-def test_library_import_sets_nothing(tmp_path):
+def test_library_import_sets_nothing():
     env = {k: v for k, v in os.environ.items() if k not in ALL_VARS and k != "KEXUE_CPU_PINS"}
     code = "import os, kexue, kexue.optim, kexue.run; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
     lib = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
