@@ -12,10 +12,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 venv: $(VENV)/.installed
 
-# pip's index warnings about this machine's absent local mirrors are filtered out.
+# pip's index warnings about this machine's absent local mirrors are filtered out. Not -q: the
+# first install takes minutes, and a line per package shows it is moving.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	set -o pipefail; $(BIN)/pip install --progress-bar off --disable-pip-version-check -e '.[test]' 2>&1 | { grep --line-buffered -v "is ignored: it is neither" || true; }
 	touch $@
 
 # Debian packages, installed when we may (root with apt-get; otherwise say what is missing):

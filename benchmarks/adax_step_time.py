@@ -14,7 +14,11 @@ Share of a training step (SmallCNN only): forward + backward + `opt.step()` are 
 same iterations, and the share is the step's time summed over those iterations divided by the
 iterations' summed time, so it is at most 100% by construction, whatever else runs on the machine.
 
+AdaX(fused=True) runs the same update through PyTorch's fused Adam kernel (kexue.optim.AdaX's
+docstring); its ratio is to Adam(fused=True), measured side by side in the same rounds.
+
     python benchmarks/adax_step_time.py --out reports/04_adax [--rounds 7] [--threads 2] [--device auto]
+    python benchmarks/adax_step_time.py --out build/bench --models transformer --no-training-share   # quick
 """
 from __future__ import annotations
 
@@ -25,14 +29,18 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+import kexue
 
-from kexue.config import pick_device
-from kexue.nets import SmallCNN
-from kexue.numerics import device_name
-from kexue.optim import AdaX
+kexue.pin_entry_point()      # the CPU pins, before the first tensor operation (KEXUE_CPU_PINS=0: native)
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from kexue.config import pick_device  # noqa: E402
+from kexue.nets import SmallCNN  # noqa: E402
+from kexue.numerics import device_name  # noqa: E402
+from kexue.optim import AdaX  # noqa: E402
 
 
 def transformer_shaped(d: int = 384, blocks: int = 6) -> nn.Module:
@@ -52,11 +60,16 @@ OPTIMIZERS = {
     "AdaX(foreach=True)": ("foreach", lambda ps: AdaX(ps, lr=1e-3, foreach=True)),
     "AdaX(foreach=False), per tensor": ("per-tensor", lambda ps: AdaX(ps, lr=1e-3, foreach=False)),
     "AdaX (default; on CPU foreach in 1 MiB chunks)": ("chunked", lambda ps: AdaX(ps, lr=1e-3)),
+    "AdaX(fused=True)": ("fused", lambda ps: AdaX(ps, lr=1e-3, fused=True)),
+}
+MODELS = {
+    "cnn": ("SmallCNN(width=16)", lambda: SmallCNN(16), 200),
+    "transformer": ("transformer-shaped, d=384, 6 blocks", lambda: transformer_shaped(), 10),
 }
 SAME_STYLE_ADAM = {"foreach": "Adam(foreach=True)", "per-tensor": "Adam(foreach=False), per tensor",
                    "fused": "Adam(fused=True)", "chunked": "Adam(foreach=True)"}
 RATIO_MEANING = ("Ratio = AdaX's median step time / Adam's written the same way (foreach vs foreach, per tensor vs "
-                 "per tensor; AdaX's chunked default vs Adam(foreach=True)), measured in the same run: the cost of the "
+                 "per tensor; AdaX's chunked default vs Adam(foreach=True); AdaX(fused=True) vs Adam(fused=True)), measured in the same run: the cost of the "
                  "update rule. 'time / fastest Adam' divides by the fastest of Adam's three implementations here.")
 
 
@@ -99,6 +112,8 @@ def bench_model(model: nn.Module, device: torch.device, steps: int, rounds: int)
             times.append((time.perf_counter() - t0) / steps)
     med = {name: statistics.median(times) for name, (_, times) in runs.items()}
     adams = {n: t for n, t in med.items() if n.startswith("Adam(")}
+    if not adams:
+        raise SystemExit("no Adam among the optimizers measured: the ratios need one")
     fastest = min(adams, key=adams.get)
     rows = []
     for name, t in med.items():
@@ -149,7 +164,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS),
+                    help="which models' step times to measure (default: all)")
+    ap.add_argument("--no-training-share", action="store_true", help="skip the SmallCNN training-share table")
+    ap.add_argument("--optimizers", nargs="+", metavar="NAME", choices=sorted(OPTIMIZERS),
+                    help="measure only these (default: all); e.g. 'Adam(fused=True)' 'AdaX(fused=True)'")
     args = ap.parse_args()
+    if args.optimizers:
+        for name in set(OPTIMIZERS) - set(args.optimizers):
+            del OPTIMIZERS[name]
     if args.rounds < 1:
         ap.error(f"--rounds={args.rounds}: must be >= 1")
     if args.threads < 1:
@@ -160,12 +183,10 @@ def main() -> None:
         "device": device_name(device),
         "torch": torch.__version__, "threads": args.threads, "machine": platform.machine(),
         "ratio_meaning": RATIO_MEANING,
-        "models": {
-            "SmallCNN(width=16)": bench_model(SmallCNN(16), device, steps=200, rounds=args.rounds),
-            "transformer-shaped, d=384, 6 blocks": bench_model(transformer_shaped(), device,
-                                                               steps=10, rounds=args.rounds),
-        },
-        "training_share": {"SmallCNN(width=16), batch 128": training_share(device, 50, args.rounds)},
+        "models": {MODELS[k][0]: bench_model(MODELS[k][1](), device, steps=MODELS[k][2], rounds=args.rounds)
+                   for k in args.models},
+        "training_share": ({} if args.no_training_share else
+                           {"SmallCNN(width=16), batch 128": training_share(device, 50, args.rounds)}),
     }
     lines = [f"# Optimizer step time ({results['device']}, torch {results['torch']}, "
              f"{args.threads} threads)", "", "Median over rounds of the time of one `opt.step()`.", "",

@@ -72,3 +72,32 @@ def test_unknown_section_and_bad_scale_preset(tmp_path):
     pf, sf = write(tmp_path, {"common": {}, "adax": {}}, {"adax": {"smoke": {"epochs": 0}}})
     with pytest.raises(ParamsError, match=r"adax\.epochs=0: must be >= 1"):
         chapter_params("adax", pf, sf)
+
+
+def test_a_number_yaml_reads_as_a_string_is_explained(tmp_path):
+    from kexue.config import ParamsError, chapter_params
+    params = tmp_path / "params.yaml"
+    params.write_text("common:\n  seed: 0\nadax:\n  lr: 1e-3\n")
+    with pytest.raises(ParamsError, match=r"adax\.lr='1e-3': expected float, got str \(YAML reads 1e-3 as a string: "
+                                          r"a float in exponent form needs a dot, write 1\.0e-3\)"):
+        chapter_params("adax", params_file=params, scales_file=tmp_path / "none.yaml")
+    params.write_text("common:\n  seed: '3'\n")
+    with pytest.raises(ParamsError, match=r"common\.seed='3': expected int, got str \(YAML read '3' as a string, "
+                                          r"probably quoted"):
+        chapter_params("common", params_file=params, scales_file=tmp_path / "none.yaml")
+    params.write_text("common:\n  seed: 1.0e-3\n")            # the suggested spelling is a float
+    with pytest.raises(ParamsError, match=r"expected int, got float$"):
+        chapter_params("common", params_file=params, scales_file=tmp_path / "none.yaml")
+
+
+def test_duplicate_keys_are_an_error(tmp_path):
+    from kexue.config import ParamsError, chapter_params, load_yaml
+    params = tmp_path / "params.yaml"
+    params.write_text("common:\n  seed: 0\n  threads: 2\n  seed: 5\n")
+    with pytest.raises(ParamsError, match=r"params.yaml: duplicate key 'seed' \(line 2 and line 4\): keep one"):
+        chapter_params("common", params_file=params, scales_file=tmp_path / "none.yaml")
+    params.write_text("common:\n  seed: 0\ncommon:\n  seed: 1\n")
+    with pytest.raises(ParamsError, match="duplicate key 'common'"):
+        load_yaml(params)
+    params.write_text("common:\n  seed: 4\nadax:\n  seed_like: {a: 1}\n")
+    assert load_yaml(params)["common"]["seed"] == 4

@@ -3,6 +3,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 
 import numpy as np
 import pytest
@@ -291,3 +292,24 @@ def test_prepare_bible_pairs_errors_say_how_to_get_the_texts(tmp_path, monkeypat
     monkeypatch.setenv("PATH", str(tmp_path))                                  # no mod2vpl on the PATH
     with pytest.raises(DataError, match="mod2vpl.*not installed"):
         prepare_bible_pairs(tmp_path / "out")
+
+
+def test_explicit_but_empty_source_is_an_error_not_a_fall_back(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for value, says in [(str(empty), "names a folder without train-images-idx3-ubyte.gz"), ("", "is empty"),
+                        (str(tmp_path / "nowhere"), "names no folder")]:
+        monkeypatch.setenv("KEXUE_FASHION_MNIST", value)
+        with pytest.raises(DataError, match=rf"KEXUE_FASHION_MNIST='{re.escape(value)}' {says}"):
+            prepare_fashion_mnist(tmp_path / "fm", allow_download=True)
+    assert not (tmp_path / "fm").exists()
+
+
+def test_the_source_used_is_said(tmp_path, fake_source, monkeypatch, capsys):
+    monkeypatch.setenv("KEXUE_FASHION_MNIST", str(fake_source))
+    prepare_fashion_mnist(tmp_path / "fm", allow_download=False)
+    assert f"fashion_mnist: source $KEXUE_FASHION_MNIST ({fake_source})" in capsys.readouterr().err
+    monkeypatch.delenv("KEXUE_FASHION_MNIST")
+    monkeypatch.setattr(data, "_download_with_torchvision", lambda dest: fake_source)
+    prepare_fashion_mnist(tmp_path / "fm2", sources=[tmp_path / "nowhere"], allow_download=True)
+    assert "fashion_mnist: source torchvision's download" in capsys.readouterr().err

@@ -106,12 +106,48 @@ def test_two_pinned_runs_agree_bitwise():
         assert outs[0]["capability"] == "AVX2"
 
 
-def test_import_pins_unless_switched_off():
-    import subprocess
-    import sys
-    code = "import os, kexue; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
+def test_library_import_sets_nothing():
     env = {k: v for k, v in os.environ.items() if k not in ALL_VARS and k != "KEXUE_CPU_PINS"}
-    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    off = subprocess.run([sys.executable, "-c", code], env={**env, "KEXUE_CPU_PINS": "0"}, capture_output=True,
+    code = "import os, kexue, kexue.optim, kexue.run; print(os.environ.get('ATEN_CPU_CAPABILITY'))"
+    lib = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert lib.stdout.strip() == "None"                              # your code's process: untouched
+
+
+def test_entry_points_are_recognised(tmp_path):
+    import kexue
+    assert kexue.started_as_entry_point(["python", "-m", "kexue.run", "04_adax"])
+    assert kexue.started_as_entry_point(["python", "-mkexue.data"])
+    assert not kexue.started_as_entry_point(["python", "-m", "pytest"])
+    assert not kexue.started_as_entry_point(["python", "-c", "import kexue"])
+    bench = Path(kexue.__file__).resolve().parents[2] / "benchmarks" / "adax_step_time.py"
+    assert kexue.started_as_entry_point(["python", "-X", "dev", str(bench)])
+    assert not kexue.started_as_entry_point(["python", str(tmp_path / "benchmarks" / "x.py")])   # not the project's
+
+
+def test_entry_point_process_pins_before_work_unless_switched_off():
+    env = {k: v for k, v in os.environ.items() if k not in ALL_VARS and k != "KEXUE_CPU_PINS"}
+    # The package's import-time check, in a process that looks like `python -m kexue.run`:
+    probe = ("import sys; sys.orig_argv = ['python', '-m', 'kexue.run']; "
+             "import kexue, os; print(os.environ.get('ATEN_CPU_CAPABILITY'))")
+    on = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "avx2"
+    off = subprocess.run([sys.executable, "-c", probe], env={**env, "KEXUE_CPU_PINS": "0"}, capture_output=True,
                          text=True, check=True)
-    assert on.stdout.strip() == "avx2" and off.stdout.strip() == "None"
+    assert off.stdout.strip() == "None"
+    import kexue
+    pinned = {**env}
+    assert kexue.pin_entry_point(pinned) == PINNED_ENV and pinned["ATEN_CPU_CAPABILITY"] == "avx2"
+    off_env = {**env, "KEXUE_CPU_PINS": "0"}
+    assert kexue.pin_entry_point(off_env) == {} and "ATEN_CPU_CAPABILITY" not in off_env
+
+
+def test_help_lists_every_module():
+    import pkgutil
+    import pydoc
+    import kexue
+    found = sorted(m.name for m in pkgutil.iter_modules(kexue.__path__))
+    assert sorted(kexue.MODULES) == found and {"diffusion", "simbert", "optim", "run"} <= set(found)
+    text = pydoc.render_doc(kexue, renderer=pydoc.plaintext)
+    for name in found:
+        assert f"`{name}`" in kexue.__doc__, name
+        assert name in text

@@ -59,3 +59,28 @@ def test_number_formatting():
     import pandas as pd
     html = table_html(pd.DataFrame({"x": [1.23456], "t": ["a|b<"]}))
     assert "1.23" in html and "a|b&lt;" in html and "Unnamed" not in html and "<th>0</th>" not in html
+
+
+def test_progress_prints_plain_lines_when_not_on_a_terminal():
+    import io
+    from kexue.report import progress
+    out = io.StringIO()                                   # not a terminal
+    items = list(progress(range(50), desc="long run", file=out, mininterval=0.0))
+    assert items == list(range(50))
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2 and all(line.startswith("long run:") for line in lines)
+    assert "\r" not in out.getvalue() and "50/50" in lines[-1]
+    bar = progress(desc="steps", total=4, file=out, mininterval=0.0)
+    for _ in range(4):
+        bar.update(1)
+    bar.close()
+    assert "4/4" in out.getvalue().splitlines()[-1]
+
+
+def test_progress_off_a_terminal_says_when_a_short_loop_ends():
+    import io
+    from kexue.report import progress
+    out = io.StringIO()
+    list(progress(range(3), desc="short", file=out))       # well under the 30 s between lines
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("short:") and "0/3" in lines[0] and "3/3" in lines[-1]

@@ -215,3 +215,213 @@ def test_section_seconds_sums_cell_durations_under_each_heading():
         nbformat.v4.new_code_cell("e = 1", metadata={"papermill": {}}),     # never ran: not counted
     ])
     assert run.section_seconds(nb) == {"(before the first heading)": 0.5, "1. First": 6.2}
+
+
+# --- the project root, concurrency, clean-up (issue 21) ---
+
+def _fake_project(folder, seed):
+    (folder / "notebooks").mkdir(parents=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    (folder / "params.yaml").write_text(f"common:\n  seed: {seed}\n")
+    return folder
+
+
+def test_root_is_the_project_folder_the_process_runs_in(tmp_path):
+    from kexue.config import PACKAGE_ROOT, find_root
+    exp = _fake_project(tmp_path / "exp", 7)
+    (exp / "sub").mkdir()
+    assert find_root(cwd=exp / "sub", env={}) == exp.resolve()          # nearest project folder upwards
+    assert find_root(cwd=tmp_path, env={}) == PACKAGE_ROOT               # none: the installed checkout
+    assert find_root(cwd=tmp_path, env={"KEXUE_ROOT": str(exp)}) == exp.resolve()
+    with pytest.raises(RuntimeError, match=r"KEXUE_ROOT='.*nowhere' is not a kexue-workbook folder"):
+        find_root(cwd=exp, env={"KEXUE_ROOT": str(tmp_path / "nowhere")})
+
+
+def test_a_process_started_in_an_experiment_copy_reads_its_params(tmp_path):
+    """What `dvc exp run --temp` and queue workers do: run the stage in another copy of the repo."""
+    import os
+    import subprocess
+    import sys
+    exp = _fake_project(tmp_path / "exp", 7)
+    env = {k: v for k, v in os.environ.items() if k != "KEXUE_ROOT"}
+    code = ("from kexue.config import ROOT, chapter_params; from kexue import run; "
+            "print(ROOT, chapter_params('common')['seed'], run.REPORTS)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=exp, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [str(exp.resolve()), "7", str(exp.resolve() / "reports")]
+
+
+def test_kernel_environment_names_the_root_its_code_and_the_pins(monkeypatch, tmp_path):
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    monkeypatch.delenv("KEXUE_CPU_PINS", raising=False)
+    (tmp_path / "src" / "kexue").mkdir(parents=True)
+    env = run.kernel_environment(tmp_path)
+    assert env["KEXUE_ROOT"] == str(tmp_path)
+    assert env["PYTHONPATH"].split(":")[0] == str(tmp_path / "src")
+    assert env["ATEN_CPU_CAPABILITY"] == "avx2"
+    monkeypatch.setenv("KEXUE_CPU_PINS", "0")
+    assert "ATEN_CPU_CAPABILITY" not in run.kernel_environment(tmp_path)
+
+
+def test_a_second_run_of_the_same_chapter_refuses_and_names_the_first(sandbox, tmp_path):
+    import os
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    with run.chapter_lock(rep_dir / "99_fake"):
+        with pytest.raises(run.ChapterBusy, match=rf"99_fake is being written by run pid {os.getpid()} "
+                                                  r"\(started .*\); wait for that run"):
+            run.run_chapter("99_fake", reports=rep_dir)
+    assert not (rep_dir / "99_fake").exists()
+    # Another output folder (another experiment's copy) has its own lock.
+    with run.chapter_lock(tmp_path / "elsewhere" / "99_fake"):
+        run.run_chapter("99_fake", reports=rep_dir)
+    assert (rep_dir / "99_fake" / "99_fake.ipynb").exists()
+
+
+def test_wait_queues_behind_the_first_run(tmp_path, capsys):
+    import threading
+    import time
+    final, order = tmp_path / "99_fake", []
+    release = threading.Event()
+
+    def first():
+        with run.chapter_lock(final):
+            order.append("first in")
+            release.wait(10)
+            order.append("first out")
+    t = threading.Thread(target=first)
+    t.start()
+    while not order:
+        time.sleep(0.01)
+    threading.Timer(0.3, release.set).start()
+    with run.chapter_lock(final, wait=True):
+        order.append("second in")
+    t.join()
+    assert order == ["first in", "first out", "second in"]
+    assert "waiting for run pid" in capsys.readouterr().err
+
+
+def test_run_leaves_nothing_in_the_repository_or_temp(sandbox, tmp_path, monkeypatch):
+    import tempfile
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    before = sorted(p.name for p in run.ROOT.iterdir())
+    run.run_chapter("99_fake", reports=rep_dir)
+    assert sorted(p.name for p in scratch.iterdir()) == ["kexue-locks"]        # staging + kernel folder gone
+    assert list((scratch / "kexue-locks").iterdir()) == []                      # the lock file too
+    assert sorted(p.name for p in run.ROOT.iterdir()) == before                 # no kernel-ipc-* sockets
+    assert sorted(p.name for p in rep_dir.iterdir()) == ["99_fake"]
+
+
+SLOW = GOOD + '''
+# %%
+import os, time
+Path(os.environ["KEXUE_TEST_MARK"]).touch()        # the test signals once the kernel is in this cell
+time.sleep(120)
+'''
+
+DRIVER = '''
+import sys
+from pathlib import Path
+from kexue import run
+run.NOTEBOOKS = Path(sys.argv[1])
+run.SECTIONS = {"99_fake": "common"}
+sys.exit(run.main(["99_fake", "--out", sys.argv[2]]))
+'''
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupt_ends_with_one_line_and_keeps_the_report(sandbox, tmp_path, signame):
+    import signal
+    import subprocess
+    import sys
+    import time
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    run.run_chapter("99_fake", reports=rep_dir)
+    before = (rep_dir / "99_fake" / "99_fake.ipynb").read_bytes()
+    (nb_dir / "99_fake.py").write_text(SLOW)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    mark = tmp_path / "sleeping"
+    env = {**__import__("os").environ, "TMPDIR": str(scratch), "KEXUE_TEST_MARK": str(mark)}
+    p = subprocess.Popen([sys.executable, "-c", DRIVER, str(nb_dir), str(rep_dir)], env=env,
+                         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 90 and not mark.exists():
+        time.sleep(0.2)
+    assert mark.exists(), "the kernel never reached the slow cell"
+    time.sleep(0.5)
+    p.send_signal(getattr(signal, signame))
+    t1 = time.time()
+    try:
+        out, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert time.time() - t1 < 30                         # stops promptly (the cell alone would take 120 s)
+    assert p.returncode == 130
+    assert err.strip().splitlines()[-1] == "99_fake: interrupted; previous report kept"
+    assert "Traceback" not in err
+    assert (rep_dir / "99_fake" / "99_fake.ipynb").read_bytes() == before
+    assert sorted(x.name for x in scratch.iterdir()) == ["kexue-locks"]       # kernel folder removed
+    assert sorted(x.name for x in rep_dir.iterdir()) == ["99_fake"]
+
+
+# --- scales that cannot surprise ---
+
+def test_gpu_scale_without_cuda_refuses_before_any_work(sandbox, monkeypatch):
+    import torch
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.delenv("KEXUE_FORCE_GPU_SCALE", raising=False)
+    with pytest.raises(ParamsError, match=r"common.scale='gpu' but no CUDA device.*--force-gpu-scale"):
+        run.run_chapter("99_fake", overrides={"common": {"scale": "gpu"}}, reports=rep_dir)
+    assert not rep_dir.exists()
+    run.check_scale({"scale": "gpu", "device": "auto"}, force=True)          # forced: allowed
+    monkeypatch.setenv("KEXUE_FORCE_GPU_SCALE", "1")
+    run.check_scale({"scale": "gpu", "device": "auto"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv("KEXUE_FORCE_GPU_SCALE")
+    run.check_scale({"scale": "gpu", "device": "auto"})                      # a GPU: fine
+    with pytest.raises(ParamsError, match="common.device='cpu'"):
+        run.check_scale({"scale": "gpu", "device": "cpu"})
+
+
+def test_smoke_runs_go_to_a_scratch_folder(monkeypatch, tmp_path, capsys):
+    seen = []
+    monkeypatch.setattr(run, "run_chapter", lambda chapter, overrides, reports, **kw: seen.append(reports))
+    assert run.main(["04_adax", "--scale", "smoke"]) == 0
+    assert seen[-1] == run.ROOT / "build" / "smoke" and "not the committed reports/" in capsys.readouterr().err
+    assert run.main(["04_adax", "--scale", "smoke", "--out", str(tmp_path / "x")]) == 0
+    assert seen[-1] == tmp_path / "x"
+    assert run.main(["04_adax"]) == 0 and seen[-1] == run.REPORTS                 # the stage's own run
+    assert run.main(["04_adax", "--scale", "smoke", "--out", str(run.REPORTS)]) == 1
+    assert "a smoke run never writes the committed reports" in capsys.readouterr().err
+    assert len(seen) == 3
+    assert run.main(["04_adax", "98_nope"]) == 1 and len(seen) == 3            # every name checked first
+    assert "unknown chapter '98_nope'" in capsys.readouterr().err
+
+
+def test_prepare_only_from_the_command_line(sandbox, tmp_path, capsys):
+    nb_dir, _ = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD)
+    assert run.main(["99_fake", "--scale", "smoke", "--prepare-only", str(tmp_path / "nb")]) == 0
+    nb = nbformat.read(tmp_path / "nb" / "99_fake.ipynb", as_version=4)
+    assert any('scale = "smoke"' in c.source for c in nb.cells)
+    assert "prepared" in capsys.readouterr().out
+
+
+def test_staging_folder_is_named_after_the_chapter(sandbox):
+    """A Report finds its chapter from its folder's name, so the per-run staging folder (outside
+    the repository) carries the chapter's name, as the report folder does."""
+    nb_dir, rep_dir = sandbox
+    (nb_dir / "99_fake.py").write_text(GOOD + '''
+# %%
+(out / "folder_name.txt").write_text(Path(report_dir).name + " " + str(Path(report_dir).is_relative_to(ROOT)))
+''')
+    final = run.run_chapter("99_fake", reports=rep_dir)
+    assert (final / "folder_name.txt").read_text() == "99_fake False"

@@ -21,7 +21,39 @@ import numpy as np
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]   # src/kexue/config.py -> project root
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]   # src/kexue/config.py -> the checkout it came from
+ROOT_ENV = "KEXUE_ROOT"
+
+
+def is_project_root(path: Path) -> bool:
+    """A folder holding the workbook: `dvc.yaml`, `params.yaml` and `notebooks/`."""
+    return (path / "dvc.yaml").is_file() and (path / "params.yaml").is_file() and (path / "notebooks").is_dir()
+
+
+def find_root(cwd: Path | None = None, env: dict | None = None) -> Path:
+    """The project root this process works in, decided once at import.
+
+    In order: `$KEXUE_ROOT` (must be a project root; an error otherwise); the nearest folder
+    at or above the working directory that is a project root (DVC runs a stage in the
+    experiment's own copy of the repository, so `dvc exp run --temp` and queue workers read
+    the experiment's `params.yaml` and write the experiment's reports); else the checkout the
+    package was installed from (library use from anywhere else).
+    """
+    env = os.environ if env is None else env
+    if env.get(ROOT_ENV):
+        root = Path(env[ROOT_ENV]).resolve()
+        if not is_project_root(root):
+            raise RuntimeError(f"{ROOT_ENV}={env[ROOT_ENV]!r} is not a kexue-workbook folder "
+                               "(needs dvc.yaml, params.yaml and notebooks/)")
+        return root
+    here = Path.cwd() if cwd is None else Path(cwd)
+    for folder in (here.resolve(), *here.resolve().parents):
+        if is_project_root(folder):
+            return folder
+    return PACKAGE_ROOT
+
+
+ROOT = find_root()
 PARAMS_FILE = ROOT / "params.yaml"
 SCALES_FILE = ROOT / "scales.yaml"
 SCALES = ("smoke", "default", "gpu")
@@ -69,7 +101,10 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
     else:
         ok = isinstance(value, kind)
     if not ok:
-        raise ParamsError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+        hint = ""
+        if kind in (int, float) and isinstance(value, str):
+            hint = _string_number_hint(value)
+        raise ParamsError(f"{where}: expected {kind.__name__}, got {type(value).__name__}{hint}")
     m = f.metadata
     if m.get("choices") is not None and value not in m["choices"]:
         raise ParamsError(f"{where}: must be one of {list(m['choices'])}")
@@ -81,6 +116,20 @@ def _check_value(section: str, f: dataclasses.Field, value: Any) -> Any:
         if m.get("hi") is not None and value > m["hi"]:
             raise ParamsError(f"{where}: must be <= {m['hi']}")
     return value
+
+
+def _string_number_hint(value: str) -> str:
+    """Why YAML gave a string where a number was meant, and what to write instead."""
+    import re
+    m = re.fullmatch(r"\s*([+-]?\d+)([eE][+-]?\d+)\s*", value)
+    if m:                                   # YAML 1.1 (PyYAML) needs a dot in a float's mantissa
+        return (f" (YAML reads {value} as a string: a float in exponent form needs a dot, "
+                f"write {m.group(1)}.0{m.group(2)})")
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return f" (YAML read {value!r} as a string, probably quoted: write it without quotes)"
 
 
 def validate_section(section: str, values: dict | None) -> dict:
@@ -102,9 +151,30 @@ def validate_section(section: str, values: dict | None) -> dict:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error (PyYAML
+    keeps the last value silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ParamsError(f"{getattr(self, 'path', 'YAML')}: duplicate key {key!r} (line {seen[key]} and "
+                                  f"line {key_node.start_mark.line + 1}): keep one")
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> dict:
+    """A YAML mapping of sections; a duplicate key anywhere is a `ParamsError` naming both lines."""
     with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+        loader = _UniqueKeyLoader(fh)
+        loader.path = str(path)
+        try:
+            data = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     if not isinstance(data, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return data

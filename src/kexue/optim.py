@@ -91,42 +91,57 @@ class AdaX(Optimizer):
     `m = b1*m + (1-b1)*g`; `v = (1+b2)*v + b2*g*g`;
     `p -= lr * sqrt((1+b2)**t - 1) * m / (sqrt(v) + eps)`.
     Weight decay: coupled adds `wd*p` to `g` first (AdaX); decoupled multiplies
-    `p` by `1 - lr*wd` first (AdaX-W, as AdamW does).
+    `p` by `1 - lr*wd` first (AdaX-W, as AdamW does). `maximize` ascends (`g` -> `-g`).
 
-    State per parameter: `step` (int), `exp_avg` ($m_t$) and `exp_avg_sq_hat`
-    ($\hat v_t = v_t/c_t$, bounded by the largest $g^2$ seen, so finite for
-    any $t$).
+    State per parameter, as in `torch.optim`: `step` (a float64 0-d tensor, so
+    `torch.compile` of `step()` compiles once instead of once per step value),
+    `exp_avg` ($m_t$) and `exp_avg_sq_hat` ($\hat v_t = v_t/c_t$, bounded by the
+    largest $g^2$ seen, so finite for any $t$). Every param group is validated
+    (`add_param_group` too); complex parameters are refused (use `torch.view_as_real`).
 
-    `foreach`: `True` updates all parameters that share a step count, device and
-    dtype with one `torch._foreach_*` call per operation (fewest kernel launches:
-    best on a GPU); `False` goes tensor by tensor. `None` (default) is `True` on
-    CUDA and, on a CPU, foreach over chunks of at most `CPU_CHUNK` elements:
-    small tensors share a call, and a chunk stays in cache across the six
-    operations (`benchmarks/adax_step_time.py`: about 2x faster than one
-    foreach call over 10M parameters on 2 cores).
+    Implementations (the default is the one the committed reports ran):
+
+    * `foreach`: `True` updates all parameters that share a step count, device and
+      dtype with one `torch._foreach_*` call per operation (fewest kernel launches:
+      best on a GPU); `False` goes tensor by tensor. `None` (default) is `True` on
+      CUDA and, on a CPU, foreach over chunks of at most `CPU_CHUNK` elements:
+      small tensors share a call, and a chunk stays in cache across the six
+      operations (`benchmarks/adax_step_time.py`: about 2x faster than one
+      foreach call over 10M parameters on 2 cores).
+    * `fused=True`: one pass over memory per parameter, in PyTorch's fused Adam kernel.
+      AdaX in its moving-average form is Adam with $\hat\beta_{2,t} = 1 - \beta_2/c_t$ changing
+      every step and no bias correction; the kernel gets that $\hat\beta_{2,t}$, $\epsilon/\sqrt{c_t}$,
+      and a step count of 1e30 that makes both of its bias corrections exactly 1. Agrees with
+      the default to float rounding (tested), not bit for bit; where $\hat\beta_{2,t}$ rounds to 1
+      in float64 (t above about 3.7e5 at $\beta_2 = 10^{-4}$) it falls back to the default path.
+    * Inside `torch.compile` the step's coefficients are computed with tensor operations
+      on the step tensor, so the compiled step does not depend on the step's value.
     """
 
     CPU_CHUNK = 1 << 18   # elements (1 MiB of float32)
+    FUSED_STEP = 1e30     # beta ** FUSED_STEP == 0.0 in float64 for every beta < 1
 
     def __init__(self, params, lr: float = 1.5e-3, betas: tuple[float, float] = (0.9, 1e-4),
                  eps: float = 1e-12, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
-                 foreach: bool | None = None):
-        lr = float(lr)
-        _check("lr", lr, math.isfinite(lr) and lr >= 0.0, "a finite number >= 0")
-        if len(betas) != 2:
-            raise ValueError(f"invalid betas={betas!r}: must be a pair (beta1, beta2)")
-        b1, b2 = float(betas[0]), float(betas[1])
-        _check("betas[0]", b1, 0.0 <= b1 < 1.0, "in [0, 1)")
-        # b2 = 0 would make c_t = 0 (0/0 in the update); b2 >= 1 is no longer a small rate.
-        _check("betas[1]", b2, 0.0 < b2 < 1.0, "in (0, 1)")
-        eps = float(eps)
-        _check("eps", eps, math.isfinite(eps) and eps >= 0.0, "a finite number >= 0")
-        weight_decay = float(weight_decay)
-        _check("weight_decay", weight_decay, math.isfinite(weight_decay) and weight_decay >= 0.0,
-               "a finite number >= 0")
-        defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay,
-                        decoupled_weight_decay=bool(decoupled_weight_decay), foreach=foreach)
+                 foreach: bool | None = None, *, maximize: bool = False, fused: bool = False):
+        defaults = _adax_hyperparameters(dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                              decoupled_weight_decay=decoupled_weight_decay, foreach=foreach,
+                                              maximize=maximize, fused=fused))
         super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group, its hyperparameters checked like the constructor's (a bad value is a
+        `ValueError` naming it) and its parameters checked (no complex tensors)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        own = {k: v for k, v in param_group.items() if k != "params"}
+        checked = _adax_hyperparameters({**self.defaults, **own})
+        param_group.update({k: checked[k] for k in own if k in checked})
+        super().add_param_group(param_group)
+        for p in self.param_groups[-1]["params"]:
+            if torch.is_complex(p):
+                self.param_groups.pop()
+                raise ValueError(_complex_message(p))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None):
@@ -141,6 +156,8 @@ class AdaX(Optimizer):
     def _step_group(self, group: dict) -> None:
         lr, (b1, b2), eps = group["lr"], group["betas"], group["eps"]
         wd, decoupled = group["weight_decay"], group["decoupled_weight_decay"]
+        maximize = group.get("maximize", False)
+        compiling = torch.compiler.is_compiling()
         # Parameters with the same (step, device, dtype) are updated by one foreach call each.
         buckets: dict[tuple, list[torch.Tensor]] = defaultdict(list)
         for p in group["params"]:
@@ -148,17 +165,26 @@ class AdaX(Optimizer):
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError("AdaX does not support sparse gradients")
+            if torch.is_complex(p):
+                raise ValueError(_complex_message(p))
             state = self.state[p]
             if not state:
-                state["step"] = 0
+                state["step"] = torch.tensor(0.0, dtype=torch.float64)
                 state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 state["exp_avg_sq_hat"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            elif not torch.is_tensor(state["step"]):     # an int step (older state dicts, hand-set)
+                state["step"] = torch.tensor(float(state["step"]), dtype=torch.float64)
             state["step"] += 1
-            buckets[(state["step"], p.device, p.dtype)].append(p)
+            if compiling:
+                self._update_traced(p, state, lr, b1, b2, eps, wd, decoupled, maximize)
+            else:
+                buckets[(int(state["step"].item()), p.device, p.dtype)].append(p)
 
         for (t, device, dtype), bucket in buckets.items():
+            if group.get("fused") and self._update_fused(bucket, t, lr, b1, b2, eps, wd, decoupled, maximize):
+                continue
             for params in self._chunks(bucket, group["foreach"], device):
-                self._update(params, t, dtype, lr, b1, b2, eps, wd, decoupled)
+                self._update(params, t, dtype, lr, b1, b2, eps, wd, decoupled, maximize)
 
     def _chunks(self, params: list[torch.Tensor], foreach: bool | None, device: torch.device):
         if foreach is False:
@@ -175,11 +201,13 @@ class AdaX(Optimizer):
         return chunks
 
     def _update(self, params: list[torch.Tensor], t: int, dtype: torch.dtype, lr: float, b1: float,
-                b2: float, eps: float, wd: float, decoupled: bool) -> None:
+                b2: float, eps: float, wd: float, decoupled: bool, maximize: bool = False) -> None:
         """One AdaX step of `params` (all at step `t`), written with foreach ops."""
         grads = [p.grad for p in params]
         m = [self.state[p]["exp_avg"] for p in params]
         v_hat = [self.state[p]["exp_avg_sq_hat"] for p in params]
+        if maximize:
+            grads = torch._foreach_neg(grads)
         if wd != 0.0:
             if decoupled:                      # AdaX-W: p <- (1 - lr*wd) p
                 torch._foreach_mul_(params, 1.0 - lr * wd)
@@ -197,6 +225,80 @@ class AdaX(Optimizer):
         denom = torch._foreach_sqrt(v_hat)
         torch._foreach_add_(denom, eps_t)
         torch._foreach_addcdiv_(params, m, denom, value=-lr)
+
+    def _update_fused(self, params: list[torch.Tensor], t: int, lr: float, b1: float, b2: float, eps: float,
+                      wd: float, decoupled: bool, maximize: bool) -> bool:
+        """The same step through PyTorch's fused Adam kernel (see the class docstring); False
+        when it cannot represent this step (beta2_hat rounds to 1), so the caller falls back."""
+        log_c = adax_log_c(t, b2)
+        w = math.exp(math.log(b2) - log_c)
+        beta2_hat = 1.0 - w
+        if not beta2_hat < 1.0:
+            return False
+        dtype = params[0].dtype
+        eps_t = max(eps * math.exp(-0.5 * log_c), torch.finfo(dtype).tiny)
+        step = torch.tensor(self.FUSED_STEP, dtype=torch.float32, device=params[0].device)
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        kernel(params, [p.grad for p in params], [self.state[p]["exp_avg"] for p in params],
+               [self.state[p]["exp_avg_sq_hat"] for p in params], [], [step] * len(params),
+               amsgrad=False, lr=lr, beta1=b1, beta2=beta2_hat, weight_decay=wd, eps=eps_t,
+               maximize=maximize, grad_scale=None, found_inf=None)
+        return True
+
+    @staticmethod
+    def _update_traced(p: torch.Tensor, state: dict, lr: float, b1: float, b2: float, eps: float, wd: float,
+                       decoupled: bool, maximize: bool) -> None:
+        """One parameter's step with its coefficients computed from the step *tensor* (inside
+        `torch.compile`: no Python number that changes every step, so no recompilation)."""
+        g = -p.grad if maximize else p.grad
+        if wd != 0.0:
+            if decoupled:
+                p.mul_(1.0 - lr * wd)
+            else:
+                g = g.add(p, alpha=wd)
+        a = state["step"] * math.log1p(b2)                        # log (1+b2)^t, float64
+        log_c = torch.where(a < 30.0, torch.log(torch.expm1(torch.clamp(a, max=30.0))),
+                            a + torch.log1p(-torch.exp(-a)))
+        w = torch.exp(math.log(b2) - log_c)
+        eps_t = torch.clamp(eps * torch.exp(-0.5 * log_c), min=torch.finfo(p.dtype).tiny)
+        state["exp_avg"].lerp_(g, 1.0 - b1)
+        v_hat = state["exp_avg_sq_hat"]
+        v_hat.mul_((1.0 - w).to(p.dtype)).add_(g * g * w.to(p.dtype))
+        p.addcdiv_(state["exp_avg"], v_hat.sqrt().add_(eps_t.to(p.dtype)), value=-lr)
+
+
+def _complex_message(p: torch.Tensor) -> str:
+    return (f"AdaX does not support complex parameters (got a {str(p.dtype).replace('torch.', '')} tensor of shape "
+            f"{tuple(p.shape)}): its second moment would be g*g, not |g|^2; optimise torch.view_as_real(p) instead")
+
+
+def _adax_hyperparameters(h: dict) -> dict:
+    """AdaX's hyperparameters checked (a `ValueError` naming the bad value) and normalised."""
+    def number(name):
+        try:
+            return float(h[name])
+        except (TypeError, ValueError):
+            raise ValueError(f"invalid {name}={h[name]!r}: must be a number") from None
+    lr = number("lr")
+    _check("lr", lr, math.isfinite(lr) and lr >= 0.0, "a finite number >= 0")
+    betas = h["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"invalid betas={betas!r}: must be a pair (beta1, beta2)")
+    b1, b2 = float(betas[0]), float(betas[1])
+    _check("betas[0]", b1, 0.0 <= b1 < 1.0, "in [0, 1)")
+    # b2 = 0 would make c_t = 0 (0/0 in the update); b2 >= 1 is no longer a small rate.
+    _check("betas[1]", b2, 0.0 < b2 < 1.0, "in (0, 1)")
+    eps, wd = number("eps"), number("weight_decay")
+    _check("eps", eps, math.isfinite(eps) and eps >= 0.0, "a finite number >= 0")
+    _check("weight_decay", wd, math.isfinite(wd) and wd >= 0.0, "a finite number >= 0")
+    foreach, fused = h.get("foreach"), h.get("fused", False)
+    _check("foreach", foreach, foreach in (None, True, False), "None, True or False")
+    _check("fused", fused, fused in (True, False), "True or False")
+    if fused and foreach:
+        raise ValueError("invalid fused=True with foreach=True: pick one implementation")
+    return {**h, "lr": lr, "betas": (b1, b2), "eps": eps, "weight_decay": wd,
+            "decoupled_weight_decay": bool(h["decoupled_weight_decay"]), "maximize": bool(h.get("maximize", False)),
+            "fused": bool(fused)}
 
 
 class EMAAdam(Optimizer):

@@ -106,14 +106,35 @@ def progress(iterable=None, desc: str = "", total: int | None = None, **kw):
     """A progress bar on the terminal that runs the stage, never in the notebook's outputs.
 
     Inside a kernel, `sys.__stderr__` is the kernel process's own stderr, which the
-    runner's terminal inherits; the notebook only captures `sys.stderr`. Off when that
-    stream is not a terminal (CI logs, redirected output).
+    runner's terminal inherits; the notebook only captures `sys.stderr`. When that stream
+    is not a terminal (CI logs, `dvc exp run` in a queue, redirected output) the same
+    progress is printed as plain lines, one every `mininterval` seconds (default 30), and
+    one when the loop ends.
     """
     from tqdm.std import tqdm
-    stream = sys.__stderr__ if sys.__stderr__ is not None else sys.stderr
-    kw.setdefault("disable", None)          # None: tqdm disables itself on a non-tty stream
-    return tqdm(iterable, desc=desc, total=total, file=stream, leave=False, dynamic_ncols=True,
-                mininterval=1.0, **kw)
+    stream = kw.pop("file", None) or (sys.__stderr__ if sys.__stderr__ is not None else sys.stderr)
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if tty:
+        kw.setdefault("disable", None)          # None: tqdm disables itself on a non-tty stream
+        return tqdm(iterable, desc=desc, total=total, file=stream, leave=False, dynamic_ncols=True,
+                    mininterval=kw.pop("mininterval", 1.0), **kw)
+
+    class Lines:
+        """tqdm's redraws ('\r' + status) turned into one plain line each; blank clears dropped."""
+        def write(self, text):
+            text = text.replace("\r", "").replace("\x1b[A", "").strip()
+            if text:
+                stream.write(text + "\n")
+
+        def flush(self):
+            stream.flush()
+
+    kw.setdefault("disable", False)
+    return tqdm(iterable, desc=desc, total=total, file=Lines(), leave=True, ncols=100, ascii=True,
+                mininterval=kw.pop("mininterval", 30.0), **kw)
 
 
 @dataclass

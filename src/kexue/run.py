@@ -14,19 +14,32 @@ own progress bars (`kexue.report.progress`) draw there too, never in the noteboo
 A failing cell raises `NotebookFailed`, which names the cell; the previous report
 stays where it was. `--prepare-only DIR` writes the parameterised notebook
 without running it (used by the nbval tests).
+
+Safe to run concurrently: each run stages its report and keeps the kernel's connection
+file and IPC sockets in its own temporary folder outside the repository (removed on any
+exit, the kernel killed with it), and holds a lock on the chapter's output folder while it
+runs, so a second run of the same chapter into the same folder refuses at once with a
+message naming the first (or waits for it, `--wait`). Different chapters, and the same
+chapter in different DVC experiments (other folders), run side by side.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +50,7 @@ from jupyter_client.manager import KernelManager
 
 from .chapters import CHAPTERS
 from .config import ROOT, Common, ParamsError, chapter_params
-from .numerics import PINNED_ENV
+from .numerics import PINNED_ENV, pin_cpu_numerics
 
 NOTEBOOKS = ROOT / "notebooks"
 REPORTS = ROOT / "reports"
@@ -50,10 +63,148 @@ class NotebookFailed(RuntimeError):
     """A cell raised; the message names the cell and the error."""
 
 
+class ChapterBusy(RuntimeError):
+    """Another run holds the lock on this chapter's output folder."""
+
+
 class LocalKernelManager(KernelManager):
-    """Kernel over local IPC sockets (no TCP port, so no unencrypted-TCP warning)."""
+    """Kernel over local IPC sockets (no TCP port, so no unencrypted-TCP warning).
+
+    `run_folder` (a per-run temporary folder) holds the connection file and the sockets, so
+    kernels of simultaneous runs never share a socket name; `kernel_env` is added to the
+    kernel's environment (project root, source path, CPU pins). `started` keeps every
+    manager so the runner can kill a kernel left alive by an interrupt.
+    """
+    run_folder: Path | None = None
+    kernel_env: dict[str, str] = {}
+    started: list = []
+
     def __init__(self, **kw):
+        if self.run_folder is not None:
+            kw.setdefault("connection_file", str(self.run_folder / "kernel.json"))
+            kw.setdefault("ip", str(self.run_folder / "kernel-ipc"))
         super().__init__(transport="ipc", **kw)
+        self.shutdown_wait_time = 2.0          # a busy kernel ignores a polite shutdown: kill it soon
+        type(self).started.append(self)
+
+    async def _async_pre_start_kernel(self, **kw):
+        kw["env"] = {**kw.get("env", os.environ), **self.kernel_env}
+        return await super()._async_pre_start_kernel(**kw)
+
+
+def kernel_manager_for(folder: Path, env: dict[str, str]) -> type[LocalKernelManager]:
+    """A kernel-manager class bound to one run's folder and kernel environment."""
+    return type("RunKernelManager", (LocalKernelManager,),
+                {"run_folder": folder, "kernel_env": dict(env), "started": []})
+
+
+def kernel_environment(root: Path = ROOT) -> dict[str, str]:
+    """What the runner adds to the kernel's environment: the project root the stage runs in
+    (`KEXUE_ROOT`), that checkout's `src/` first on `PYTHONPATH` (an experiment's copy runs
+    its own code), and the CPU pins of `kexue.numerics` unless `KEXUE_CPU_PINS=0` (applied
+    here, explicitly: importing kexue changes no environment variable)."""
+    env = {"KEXUE_ROOT": str(root)}
+    src = root / "src"
+    if (src / "kexue").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join([str(src), *filter(None, [os.environ.get("PYTHONPATH")])])
+    if os.environ.get("KEXUE_CPU_PINS", "1") != "0":
+        pins = pin_cpu_numerics(env=dict(os.environ))   # what the environment lacks
+        env.update({k: v for k, v in pins.items()})
+    return env
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of one output folder, outside the repository: one per resolved path, so the
+    same chapter in two DVC experiments (two folders) never waits, and the same folder always does."""
+    key = hashlib.sha1(str(Path(final).resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "kexue-locks" / f"{Path(final).name}-{key}.lock"
+
+
+@contextlib.contextmanager
+def chapter_lock(final: Path, wait: bool = False):
+    """Hold an exclusive lock on `final` (a chapter's report folder) while the block runs.
+
+    A second holder refuses at once with `ChapterBusy` naming the first (pid, start time),
+    or, with `wait`, says it waits and blocks. The operating system drops the lock when the
+    process ends, however it ends, so a killed run never leaves a stale lock. The lock file
+    is removed on release (a waiter that then holds the removed file's lock notices and
+    locks the new file instead).
+    """
+    path = lock_path(final)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+                if not wait:
+                    raise ChapterBusy(f"{final} is being written by {holder}; wait for that run to finish "
+                                      "(or pass --wait to queue behind it)") from None
+                print(f"waiting for {holder}, which is writing {final}", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if same:
+            break
+        os.close(fd)                      # the holder removed that file: lock the current one
+    try:
+        started = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"run pid {os.getpid()} (started {started})\n".encode(), 0)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)               # while still holding it
+        os.close(fd)
+
+
+def kill_kernels(manager: type[LocalKernelManager]) -> None:
+    """Kill every kernel of this run still alive, with its children (after an interrupt or a
+    crash). The kernel runs in its own session, so its process group is its pid."""
+    for km in manager.started:
+        process = getattr(getattr(km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                process.wait(timeout=10)
+
+
+def execute_interruptibly(fn, manager: type[LocalKernelManager]):
+    """Run `fn()` (papermill) in a worker thread while this thread waits for it.
+
+    nbclient waits for the kernel's output with a blocking call inside its event loop, and puts
+    its own SIGINT/SIGTERM handlers on that loop, which cannot run while it blocks: Ctrl-C did
+    nothing until the cell ended (minutes under `dvc exp run`). In a worker thread it installs no
+    handlers; the main thread gets the KeyboardInterrupt at once, kills the kernel and raises.
+    """
+    box: dict = {}
+
+    def target():
+        try:
+            box["result"] = fn()
+        except BaseException as e:  # noqa: B036 - handed to the main thread
+            box["error"] = e
+    worker = threading.Thread(target=target, name="kexue-papermill", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        kill_kernels(manager)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 # The kernel leaves its own stderr alone (no fd capture): progress bars written to
@@ -91,6 +242,8 @@ def strip_volatile(nb: nbformat.NotebookNode, staging: str | None = None, final:
     for path_key in ("input_path", "output_path"):    # staging paths change every run
         if path_key in pm:
             pm[path_key] = Path(pm[path_key]).name
+    if staging and pm.get("parameters", {}).get("report_dir") == staging:
+        pm["parameters"]["report_dir"] = final
     for i, cell in enumerate(nb.cells):
         if staging and "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell["source"] = cell["source"].replace(repr(staging), repr(final)).replace(f'"{staging}"', f'"{final}"')
@@ -214,84 +367,153 @@ def prepare(chapter: str, out_ipynb: Path, report_dir: Path, overrides: dict | N
     return params
 
 
-def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REPORTS) -> Path:
-    """Execute a chapter into `reports/CHAPTER/`; return that folder."""
+def run_chapter(chapter: str, overrides: dict | None = None, reports: Path = REPORTS, wait: bool = False,
+                force_gpu_scale: bool = False) -> Path:
+    """Execute a chapter into `reports/CHAPTER/` (or `reports` given); return that folder.
+
+    Parameters are validated (and the scale checked against the machine) before anything is
+    written; the run then holds the chapter's lock (`chapter_lock`), stages the report in a
+    temporary folder outside the repository, and moves it into place only when all of it worked.
+    """
     import papermill as pm
     section = chapter_section(chapter)
     params = chapter_params(section, overrides=overrides)      # fails fast on bad params
+    check_scale(params, force=force_gpu_scale)
+    reports = Path(reports)
     final = reports / chapter
-    reports.mkdir(parents=True, exist_ok=True)
-    staging = reports / f".staging-{chapter}"   # fixed name: the injected path is the same every run
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
-    try:
-        params["report_dir"] = str(staging.relative_to(ROOT)) if staging.is_relative_to(ROOT) else str(staging)
-        src = staging / f".{chapter}.input.ipynb"
-        out = staging / f"{chapter}.ipynb"
-        text_nb = read_text_notebook(chapter)
-        nbformat.write(text_nb, src)
-        t0 = time.time()
-        print(f"[{chapter}] running at scale {params['scale']} ({len(text_nb.cells)} cells)", file=sys.stderr)
+    manager = None
+    with chapter_lock(final, wait=wait), tempfile.TemporaryDirectory(prefix=f"kexue-{chapter}-") as tmp:
+        # Outside the repository, one per run; named after the chapter, as the report folder is
+        # (a Report finds its chapter from its folder's name).
+        staging = Path(tmp) / chapter
+        staging.mkdir()
+        incoming = reports / f".staging-{chapter}-{os.getpid()}"   # same filesystem as `final`, briefly
         try:
-            pm.execute_notebook(str(src), str(out), parameters=params, kernel_name=KERNEL,
-                                progress_bar=False, cwd=str(ROOT), log_output=False,
-                                kernel_manager_class=LocalKernelManager, extra_arguments=KERNEL_ARGS,
-                                on_cell_start=section_printer(chapter, text_nb))
-        except pm.PapermillExecutionError as e:
-            raise NotebookFailed(f"{chapter}: cell {e.cell_index} (execution count {e.exec_count}) "
-                                 f"failed: {e.ename}: {e.evalue}") from None
-        except Exception as e:
-            if out.exists():
-                raise NotebookFailed(f"{chapter}: {first_error(nbformat.read(out, as_version=4))}") from e
-            raise
-        src.unlink()
-        shown = str(final.relative_to(ROOT)) if final.is_relative_to(ROOT) else str(final)
-        nb = nbformat.read(out, as_version=4)
-        sections = section_seconds(nb)
-        nb = strip_volatile(nb, params["report_dir"], shown)
-        nbformat.write(nb, out)
-        seconds = time.time() - t0
-        with open(staging / "params.yaml", "w") as fh:
-            fh.write("# The parameters this report ran with (scale preset applied); written by kexue.run.\n")
-            yaml.safe_dump(effective_params(section, params), fh, sort_keys=False)
-        status = {"chapter": chapter, "scale": params["scale"], "device": device_label(params["device"]),
-                  "threads": params["threads"], "stage_seconds": round(seconds, 1),
-                  "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-                  "git_revision": git_revision(), "python": platform.python_version(),
-                  "cpu_pins": {k: os.environ.get(k) for k in PINNED_ENV},
-                  "torch": __import__("torch").__version__, "section_seconds": sections}
-        (staging / "status.json").write_text(json.dumps(status, indent=1) + "\n")
-        to_html(out, staging / f"{chapter}.html", chapter)
-        replace_entries(staging, final)
-        print(f"{chapter}: report in {final.relative_to(ROOT) if final.is_relative_to(ROOT) else final} "
-              f"({seconds:.0f} s)")
-        return final
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
+            params["report_dir"] = str(staging)
+            src = Path(tmp) / f".{chapter}.input.ipynb"
+            out = staging / f"{chapter}.ipynb"
+            text_nb = read_text_notebook(chapter)
+            nbformat.write(text_nb, src)
+            manager = kernel_manager_for(Path(tmp), kernel_environment())
+            t0 = time.time()
+            print(f"[{chapter}] running at scale {params['scale']} ({len(text_nb.cells)} cells)", file=sys.stderr)
+            try:
+                execute_interruptibly(lambda: pm.execute_notebook(
+                    str(src), str(out), parameters=params, kernel_name=KERNEL, progress_bar=False, cwd=str(ROOT),
+                    log_output=False, kernel_manager_class=manager, extra_arguments=KERNEL_ARGS,
+                    on_cell_start=section_printer(chapter, text_nb)), manager)
+            except pm.PapermillExecutionError as e:
+                if e.ename == "KeyboardInterrupt":
+                    raise KeyboardInterrupt from None
+                raise NotebookFailed(f"{chapter}: cell {e.cell_index} (execution count {e.exec_count}) "
+                                     f"failed: {e.ename}: {e.evalue}") from None
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as e:
+                if out.exists():
+                    raise NotebookFailed(f"{chapter}: {first_error(nbformat.read(out, as_version=4))}") from e
+                raise
+            shown = str(final.relative_to(ROOT)) if final.is_relative_to(ROOT) else str(final)
+            nb = nbformat.read(out, as_version=4)
+            sections = section_seconds(nb)
+            nb = strip_volatile(nb, params["report_dir"], shown)
+            nbformat.write(nb, out)
+            seconds = time.time() - t0
+            with open(staging / "params.yaml", "w") as fh:
+                fh.write("# The parameters this report ran with (scale preset applied); written by kexue.run.\n")
+                yaml.safe_dump(effective_params(section, params), fh, sort_keys=False)
+            env = {**os.environ, **manager.kernel_env}
+            status = {"chapter": chapter, "scale": params["scale"], "device": device_label(params["device"]),
+                      "threads": params["threads"], "stage_seconds": round(seconds, 1),
+                      "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+                      "git_revision": git_revision(), "python": platform.python_version(),
+                      "cpu_pins": {k: env.get(k) for k in PINNED_ENV},
+                      "torch": __import__("torch").__version__, "section_seconds": sections}
+            (staging / "status.json").write_text(json.dumps(status, indent=1) + "\n")
+            to_html(out, staging / f"{chapter}.html", chapter)
+            reports.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(staging, incoming)
+            replace_entries(incoming, final)
+            print(f"{chapter}: report in {shown} ({seconds:.0f} s)")
+            return final
+        finally:
+            if manager is not None:
+                kill_kernels(manager)
+            if incoming.exists():
+                shutil.rmtree(incoming)
+
+
+def check_scale(params: dict, force: bool = False) -> None:
+    """`gpu` scale on a machine without CUDA would be a run of many hours on the CPU: refuse it
+    (before any work) unless forced (`--force-gpu-scale`, or `KEXUE_FORCE_GPU_SCALE=1` under dvc)."""
+    import torch
+    force = force or os.environ.get("KEXUE_FORCE_GPU_SCALE", "") == "1"
+    if params.get("scale") == "gpu" and not force:
+        if params.get("device") == "cpu" or not torch.cuda.is_available():
+            raise ParamsError("common.scale='gpu' but no CUDA device is available (or common.device='cpu'): "
+                              "the gpu preset would run for hours on the CPU. Use the default scale, or force it "
+                              "with --force-gpu-scale (KEXUE_FORCE_GPU_SCALE=1 under dvc)")
+
+
+SMOKE_OUT = ROOT / "build" / "smoke"
+
+
+def output_folder(scale_flag: str | None, out: Path | None) -> Path:
+    """Where reports go: `--out` if given; a `--scale smoke` run without it goes to the
+    scratch folder `build/smoke/` (git-ignored), never over the committed `reports/`."""
+    if out is not None:
+        out = out if out.is_absolute() else Path.cwd() / out
+        if scale_flag == "smoke" and out.resolve() == REPORTS.resolve():
+            raise ParamsError(f"--out {out}: a smoke run never writes the committed reports; pick a scratch folder")
+        return out
+    return SMOKE_OUT if scale_flag == "smoke" else REPORTS
+
+
+def _raise_interrupt(signum, frame):
+    """SIGTERM handled as Ctrl-C (the same clean-up path; asyncio, which papermill runs, turns
+    SIGINT into a cancellation of its task, where raising from a handler would leave it stuck)."""
+    signal.raise_signal(signal.SIGINT)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("chapters", nargs="+", help=f"one or more of {sorted(SECTIONS)}")
     ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    ap.add_argument("--out", type=Path, metavar="DIR",
+                    help="write reports to DIR/CHAPTER (default: reports/; with --scale smoke: build/smoke/)")
+    ap.add_argument("--wait", action="store_true",
+                    help="if another run is writing the same chapter, wait for it instead of refusing")
+    ap.add_argument("--force-gpu-scale", action="store_true",
+                    help="run the gpu scale even without CUDA (hours on a CPU)")
     ap.add_argument("--prepare-only", metavar="DIR", type=Path,
                     help="write parameterised notebooks to DIR without executing them")
     args = ap.parse_args(argv)
     overrides = {"common": {"scale": args.scale}} if args.scale else None
+    signal.signal(signal.SIGTERM, _raise_interrupt)   # `kill`, `dvc queue kill`: clean up like Ctrl-C
+    chapter = args.chapters[0]
     try:
         for chapter in args.chapters:
-            if args.prepare_only:
+            chapter_section(chapter)                   # every name checked before any work
+        if args.prepare_only:
+            for chapter in args.chapters:
                 args.prepare_only.mkdir(parents=True, exist_ok=True)
                 report_dir = args.prepare_only / f"{chapter}_report"
                 prepare(chapter, args.prepare_only / f"{chapter}.ipynb", report_dir, overrides)
                 print(f"{chapter}: prepared {args.prepare_only / (chapter + '.ipynb')}")
-            else:
-                run_chapter(chapter, overrides)
-    except (ParamsError, NotebookFailed) as e:
+            return 0
+        reports = output_folder(args.scale, args.out)
+        if reports != REPORTS:
+            print(f"reports go to {reports} (not the committed reports/)", file=sys.stderr)
+        for chapter in args.chapters:
+            run_chapter(chapter, overrides, reports=reports, wait=args.wait, force_gpu_scale=args.force_gpu_scale)
+    except (ParamsError, NotebookFailed, ChapterBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{chapter}: interrupted; previous report kept", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)            # clean-up is done (run_chapter's finally); a thread blocked on the
+        #                          killed kernel must not keep the process (or its atexit hooks) alive
     return 0
 
 

@@ -11,13 +11,15 @@ chapter's report. The stage comes first, so both halves have their own time budg
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 from .config import ROOT, ParamsError, chapter_params
-from .run import NotebookFailed, chapter_section, run_chapter
+from .run import ChapterBusy, NotebookFailed, _raise_interrupt, chapter_lock, chapter_section, check_scale, run_chapter
 
 RERUN = "rerun"
 SEED_OFFSET = 1000
@@ -33,8 +35,9 @@ def rerun_chapter(chapter: str, seed_offset: int = SEED_OFFSET, reports: Path = 
     base = chapter_params(section, overrides=overrides)
     shifted = {**(overrides or {})}
     shifted["common"] = {**shifted.get("common", {}), "seed": base["seed"] + seed_offset}
+    check_scale(base)
     out = Path(reports) / chapter / RERUN
-    with tempfile.TemporaryDirectory(prefix=f"verify-{chapter}-") as tmp:
+    with chapter_lock(out), tempfile.TemporaryDirectory(prefix=f"verify-{chapter}-") as tmp:
         done = run_chapter(chapter, overrides=shifted, reports=Path(tmp))
         staged = Path(tmp) / "kept"
         staged.mkdir()
@@ -55,12 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
     args = ap.parse_args(argv)
     overrides = {"common": {"scale": args.scale}} if args.scale else None
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         out = rerun_chapter(args.chapter, args.seed_offset, overrides=overrides)
-    except (ParamsError, NotebookFailed) as e:
+    except (ParamsError, NotebookFailed, ChapterBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{args.chapter}: rerun with seeds +{args.seed_offset} kept in {out.relative_to(ROOT)}; "
+    except KeyboardInterrupt:
+        print(f"{args.chapter}: interrupted; previous rerun kept", file=sys.stderr, flush=True)
+        os._exit(130)            # as kexue.run: nothing may wait on the killed kernel
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"{args.chapter}: rerun with seeds +{args.seed_offset} kept in {shown}; "
           f"the chapter's run compares its verdicts with it (tables/verify.csv)")
     return 0
 
