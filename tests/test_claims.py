@@ -86,3 +86,13 @@ def test_claims_summary_counts_the_articles_claims_apart(tmp_path):
                                  "(underpowered) — and 2 probes, 1 anchor: 2 supported; 1 contradicted (inside_margin)")
     assert verdict_counts(f) == {"supported": 1, "contradicted": 1, "inconclusive at this scale": 1}
     assert claims_summary(tmp_path / "missing.csv") == ""
+
+
+def test_claims_summary_of_a_table_judged_with_the_old_rules_says_so(tmp_path):
+    from kexue.claims import claims_summary
+    f = tmp_path / "claims.csv"
+    pd.DataFrame({"claim": list("abc"), "evidence": list("xyz"),
+                  "verdict": ["supported", "not supported", "supported"]}).to_csv(f, index=False)
+    text = claims_summary(f)
+    assert text.startswith("3 rows judged before the claims registry, with the old rules")
+    assert text.endswith("2 supported; 1 not supported")          # every row counted, none silently dropped

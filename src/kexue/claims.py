@@ -174,9 +174,12 @@ def claims_summary(claims: Path) -> str:
     if not len(rows) and not len(other):
         return ""
 
+    old_rules = "source" not in rows.columns
+
     def by_verdict(df):
         parts = []
-        for v in VERDICTS:
+        words = list(VERDICTS) + sorted(set(df["verdict"]) - set(VERDICTS))     # old words, if any, still counted
+        for v in words:
             sub = df[df["verdict"] == v]
             if not len(sub):
                 continue
@@ -188,6 +191,9 @@ def claims_summary(claims: Path) -> str:
         return "; ".join(parts)
 
     text = f"{len(rows)} claims: {by_verdict(rows)}"
+    if old_rules:
+        text = (f"{len(rows)} rows judged before the claims registry, with the old rules (rerun pending; "
+                f"claims, probes and identities not told apart): {by_verdict(rows)}")
     if len(other):
         kinds = other["source"].value_counts()
         text += (" — and " + ", ".join(f"{k} {s}{'s' if k > 1 else ''}" for s, k in kinds.items())
