@@ -252,8 +252,8 @@ def test_scale_shift_quadratic_is_scale_free_for_sign_like_updates():
 # --- batched ensembles (notebook section 6) ---
 
 from kexue.optim import (BatchedAdaptive, MemberSpec, cosine_lr, ensemble_from_seeds,  # noqa: E402
-                         fit_members, identity_rule, member_eval, scale_shift_quadratic_batch)
-from kexue.verdicts import NOT_SUPPORTED, SUPPORTED  # noqa: E402
+                         fit_members, member_eval, scale_shift_quadratic_batch)
+from kexue.verdicts import CONTRADICTED, SUPPORTED, identity_rule  # noqa: E402
 
 SPECS = {   # member spec -> the stand-alone optimizer it must reproduce
     "Adam": (MemberSpec("adam", 3e-2, weight_decay=1e-2),
@@ -380,5 +380,5 @@ def test_identity_rule():
     ok = identity_rule({"a": 1e-15, "b": 0.0}, tol=1e-10)
     assert ok.verdict == SUPPORTED
     bad = identity_rule({"a": 1e-15, "b": 1e-3}, tol=1e-10)
-    assert bad.verdict == NOT_SUPPORTED and "b exceeds" in bad.evidence
-    assert identity_rule({"a": float("nan")}, tol=1e-10).verdict == NOT_SUPPORTED
+    assert (bad.verdict, bad.reason) == (CONTRADICTED, "exceeds_tolerance") and "b exceeds" in bad.evidence
+    assert identity_rule({"a": float("nan")}, tol=1e-10).verdict == CONTRADICTED

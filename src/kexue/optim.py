@@ -32,7 +32,6 @@ import torch.nn.functional as F
 from torch.optim import Optimizer
 
 from .config import param
-from .verdicts import identity_rule  # noqa: F401 (moved to kexue.verdicts; chapter 04 imports it from here)
 
 __all__ = [
     "AdaX",
@@ -43,7 +42,6 @@ __all__ = [
     "cosine_lr",
     "ensemble_from_seeds",
     "fit_members",
-    "identity_rule",
     "member_eval",
     "scale_shift_quadratic_batch",
     "adax_log_c",
