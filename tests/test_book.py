@@ -45,6 +45,7 @@ def png(width: int, height: int) -> bytes:
     ("x = load()\nimport a\nimport b\nimport c\nimport d\nfrom e import f\n" + "x = load()\n" * 10, None),
     ("# only a comment\n", None),
     ("", None),
+    ("v = verdicts.superiority(a, b, paired=True)\nclaims = report.claims({'x': v})", "verdicts"),
 ])
 def test_cell_role(source, role):
     assert book.cell_role(source) == role

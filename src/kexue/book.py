@@ -146,6 +146,7 @@ BIB_GROUPS = {"article": "The seed articles (kexue.fm)", "paper": "Papers the ch
 
 
 PLOT = re.compile(r"\breport\.figure\(|\bplt\.(subplots|figure)\(|\.savefig\(")
+VERDICTS = re.compile(r"\breport\.claims\(")        # the cell that assembles the claims table
 IMPORT = re.compile(r"^\s*(import\s+\w|from\s+[\w.]+\s+import\b)")
 # Bookkeeping: calls that record what was measured rather than measure it.
 BOOKKEEPING = {"report": {"verify", "summary", "finding", "note"}, "live": {"end", "log_metric", "next_step"}}
@@ -167,12 +168,14 @@ def cell_role(source: str) -> str | None:
     """What a code cell is for a reader: 'plot' (it draws a figure), 'setup' (mostly imports, or
     opening with at least five),
     'bookkeeping' (at least two thirds of its statements record results: findings, summary, verify,
-    DVCLive) or None (the cell is part of the argument and stays open)."""
+    DVCLive), 'verdicts' (it builds the claims table with `report.claims(`) or None (the cell is part of the argument and stays open)."""
     lines = [ln for ln in source.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if not lines:
         return None
     if PLOT.search(source):
         return "plot"
+    if VERDICTS.search(source):
+        return "verdicts"                    # rule calls behind the claims table: the table is what a reader reads
     imports = sum(bool(IMPORT.match(ln)) for ln in lines)
     if imports and (imports >= len(lines) / 2 or (IMPORT.match(lines[0]) and imports >= 5)):
         return "setup"                       # mostly imports, or a block of imports and the set-up after it
