@@ -270,6 +270,8 @@ SPECS = {   # member spec -> the stand-alone optimizer it must reproduce
     "AdaX + m correction": (MemberSpec("adax", 1e-2, momentum_correction=True, eps=0.0),
                             lambda ps, lr: EMAAdam(ps, lr=lr, eps=0.0, momentum_bias_correction=True,
                                                    beta2_hat=lambda t: beta2_hat_adax(t, 1e-3))),
+    "SGD+momentum": (MemberSpec("sgd", 5e-2, weight_decay=1e-2),
+                     lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.9, weight_decay=1e-2, foreach=False)),
 }
 
 
@@ -336,7 +338,8 @@ def test_per_member_lr_scales_only_that_member():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (lambda: MemberSpec("sgd", 1e-3), r"invalid kind='sgd'"),
+    (lambda: MemberSpec("lion", 1e-3), r"invalid kind='lion'"),
+    (lambda: MemberSpec("sgd", 1e-3, eps=1e-8), r"kind='sgd' takes no .*eps=1e-08"),
     (lambda: MemberSpec("adax", -1.0), r"invalid lr=-1\.0"),
     (lambda: MemberSpec("adax", 1e-3, weight_decay=float("nan")), r"invalid weight_decay=nan"),
     (lambda: BatchedAdaptive([torch.nn.Parameter(torch.ones(2, 3))], [MemberSpec("adax", 1e-3)] * 3),
@@ -382,3 +385,70 @@ def test_identity_rule():
     bad = identity_rule({"a": 1e-15, "b": 1e-3}, tol=1e-10)
     assert (bad.verdict, bad.reason) == (CONTRADICTED, "exceeds_tolerance") and "b exceeds" in bad.evidence
     assert identity_rule({"a": float("nan")}, tol=1e-10).verdict == CONTRADICTED
+
+
+# --- Reddi et al.'s counterexample (notebook section 5b) ---
+
+from kexue.optim import reddi_counterexample  # noqa: E402
+
+
+def _adam_scalar(grads, lrs, b1, b2, eps=1e-8, amsgrad=False):
+    """Adam/AMSGrad on one projected scalar, written from Kingma & Ba / Reddi et al. in plain floats."""
+    x, m, v, vmax, path = 0.0, 0.0, 0.0, 0.0, []
+    for t, (g, a) in enumerate(zip(grads, lrs), start=1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        vmax = max(vmax, v)
+        v_hat = (vmax if amsgrad else v) / (1 - b2 ** t)
+        x -= a * (m / (1 - b1 ** t)) / (math.sqrt(v_hat) + eps)
+        x = min(1.0, max(-1.0, x))
+        path.append(x)
+    return path
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_reddi_online_problem_matches_a_scalar_adam_and_goes_where_the_paper_says(amsgrad):
+    steps, alpha = 20000, 0.5
+    make = lambda groups: torch.optim.Adam(groups, betas=(0.9, 0.99), amsgrad=amsgrad, foreach=False)  # noqa: E731
+    path = reddi_counterexample(make, steps, [0], lrs=[alpha], stochastic=False)[0, 0]
+    grads = [1010.0 if t % 101 == 1 else -10.0 for t in range(1, steps + 1)]
+    want = _adam_scalar(grads, [alpha / math.sqrt(t) for t in range(1, steps + 1)], 0.9, 0.99, amsgrad=amsgrad)
+    torch.testing.assert_close(path, torch.tensor(want, dtype=torch.float64), rtol=0, atol=1e-12)
+    # Reddi et al. (2018), Fig. 1: Adam is driven to the worst point x = +1, AMSGrad towards x* = -1.
+    end = path[-steps // 10:].mean().item()
+    assert (end < -0.9) if amsgrad else (end > 0.95), end
+
+
+def test_reddi_rows_are_independent_runs():
+    """Every (lr, seed) row of one batched call equals the same run made alone."""
+    make = lambda groups: AdaX(groups, betas=(0.9, 1e-4))       # noqa: E731
+    both = reddi_counterexample(make, 500, [3, 4], lrs=[0.2, 1.0])
+    for i, a in enumerate([0.2, 1.0]):
+        for j, s in enumerate([3, 4]):
+            alone = reddi_counterexample(make, 500, [s], lrs=[a])[0, 0]
+            torch.testing.assert_close(both[i, j], alone, rtol=0, atol=0)
+    assert not torch.equal(both[0, 0], both[0, 1])               # seeds draw different streams
+
+
+def test_reddi_stochastic_stream_has_the_stated_rate_and_plain_sgd_by_hand():
+    steps, period = 20000, 101
+    make = lambda groups: torch.optim.SGD(groups, lr=1.0)       # noqa: E731
+    path = reddi_counterexample(make, steps, [7], lrs=[1e-4], period=period)[0, 0]
+    # Plain projected SGD by hand: recover g_t from consecutive iterates where no clamp acted.
+    prev = torch.cat([torch.zeros(1, dtype=torch.float64), path[:-1]])
+    lr_t = 1e-4 / torch.arange(1, steps + 1, dtype=torch.float64).sqrt()
+    free = (path.abs() < 1) & (prev.abs() < 1)
+    g = ((prev - path) / lr_t)[free]
+    assert torch.allclose(g.abs(), torch.where(g > 0, 1010.0, 10.0).to(g), rtol=1e-6)
+    rate = (g > 0).double().mean().item()
+    assert abs(rate - 1 / period) < 4 * math.sqrt((1 / period) * (1 - 1 / period) / len(g)), rate
+
+
+@pytest.mark.parametrize("kw,match", [
+    ({"steps": 0}, r"steps=0"), ({"lrs": [0.1, -1.0]}, r"lrs=\[0\.1, -1\.0\]"), ({"period": 1}, r"period=1"),
+    ({"x0": 2.0}, r"x0=2\.0"), ({"seeds": []}, r"seeds is empty"),
+])
+def test_reddi_bad_input_names_the_value(kw, match):
+    args = {"make_optimizer": lambda g: torch.optim.SGD(g, lr=1.0), "steps": 10, "seeds": [0]} | kw
+    with pytest.raises(ValueError, match=match):
+        reddi_counterexample(**args)

@@ -44,6 +44,7 @@ __all__ = [
     "fit_members",
     "member_eval",
     "scale_shift_quadratic_batch",
+    "reddi_counterexample",
     "adax_log_c",
     "beta2_hat_adam",
     "beta2_hat_adax",
@@ -408,19 +409,78 @@ def recovery_steps(update_norm: torch.Tensor, switch: int, window: int = 50, tol
     return int(idx[0]) if len(idx) else -1
 
 
+# --- Reddi et al.'s counterexample, where Adam provably goes to the wrong point ---
+
+def reddi_counterexample(make_optimizer: Callable[[list], Optimizer], steps: int, seeds: Sequence[int],
+                         lrs: Sequence[float] = (0.5,), stochastic: bool = True, big: float = 1010.0,
+                         small: float = 10.0, period: int = 101, x0: float = 0.0) -> torch.Tensor:
+    r"""The online/stochastic linear problem of Reddi, Kale & Kumar (ICLR 2018, §5 "Synthetic experiments").
+
+    $x \in [-1, 1]$, $f_t(x) = g_t x$ with $g_t$ = `big` once every `period` steps and $-$`small`
+    otherwise (`stochastic=False`), or `big` with probability 1/`period` and $-$`small` otherwise
+    (`stochastic=True`, each seed its own stream, the same at every learning rate). The mean gradient is positive
+    (1010 − 100·10 = +10 per period), so the minimiser of the total loss is $x^* = -1$; an
+    average of $g^2$ that forgets the rare large gradient within a period (Adam, $\beta_2 = 0.99$)
+    lets the 100 small gradients push $x$ to $+1$. Learning rate $\alpha/\sqrt t$ for each $\alpha$
+    in `lrs`, projection onto $[-1, 1]$ after every step (in one dimension every weighted
+    projection is this clamp).
+
+    Each learning rate is one param group holding a [len(seeds)] parameter, and row s is seed s's
+    run, so an element-wise optimizer moves every (lr, seed) exactly as a single run would (tested).
+    `make_optimizer` receives the list of param groups. Returns x after every step,
+    [len(lrs), len(seeds), steps] (float64).
+    """
+    if steps < 1:
+        raise ValueError(f"steps={steps!r}: must be >= 1")
+    if period < 2:
+        raise ValueError(f"period={period!r}: must be >= 2")
+    if not (big > 0 and small > 0 and math.isfinite(big) and math.isfinite(small)):
+        raise ValueError(f"big={big!r}, small={small!r}: must be finite numbers > 0")
+    bad = [a for a in lrs if not (math.isfinite(a) and a > 0)]
+    if bad or not lrs:
+        raise ValueError(f"lrs={list(lrs)!r}: need at least one, each a finite number > 0")
+    if not -1.0 <= x0 <= 1.0:
+        raise ValueError(f"x0={x0!r}: must lie in [-1, 1]")
+    if not seeds:
+        raise ValueError("seeds is empty: need at least one seed")
+    n = len(seeds)
+    t = torch.arange(1, steps + 1)
+    if stochastic:
+        rare = torch.stack([torch.rand(steps, generator=torch.Generator().manual_seed(int(s)), dtype=torch.float64)
+                            < 1.0 / period for s in seeds], 1)                       # [steps, n]
+    else:
+        rare = (t % period == 1).unsqueeze(1).expand(steps, n)
+    grads = torch.where(rare, torch.tensor(big, dtype=torch.float64), torch.tensor(-small, dtype=torch.float64))
+    xs = [torch.nn.Parameter(torch.full((n,), float(x0), dtype=torch.float64)) for _ in lrs]
+    opt = make_optimizer([{"params": [x], "lr": float(a)} for x, a in zip(xs, lrs)])
+    path = torch.empty(len(lrs), n, steps, dtype=torch.float64)
+    for k in range(steps):
+        for group, a in zip(opt.param_groups, lrs):
+            group["lr"] = float(a) / math.sqrt(k + 1)
+        for x in xs:
+            x.grad = grads[k].clone()
+        opt.step()
+        with torch.no_grad():
+            for i, x in enumerate(xs):
+                x.clamp_(-1.0, 1.0)
+                path[i, :, k] = x
+    return path
+
+
 # --- the identities of the derivation, judged (notebook sections 2-4) ---
 
 # --- many optimizers x learning rates x seeds in one batched model (notebook section 6) ---
 
-KINDS = ("adam", "adax", "adafactor")
+KINDS = ("adam", "adax", "adafactor", "sgd")
 
 
 @dataclass(frozen=True)
 class MemberSpec:
     """One ensemble member's optimizer, in the moving-average form of notebook section 3.
 
-    `kind`: the coefficient schedule: "adam" (beta2_hat_adam), "adax" (beta2_hat_adax) or
-    "adafactor" (1 - t^-c). `momentum_correction`: divide m by 1 - beta1^t (None: True for
+    `kind`: the coefficient schedule: "adam" (beta2_hat_adam), "adax" (beta2_hat_adax),
+    "adafactor" (1 - t^-c), or "sgd": SGD with heavy-ball momentum beta1 as `torch.optim.SGD`
+    (buf = beta1*buf + g, theta -= lr*buf), written as m/(1-beta1) with no denominator. `momentum_correction`: divide m by 1 - beta1^t (None: True for
     Adam, False for AdaX and AdaFactor's schedule, as the article's AdaX). `decoupled`: weight
     decay as `p *= 1 - lr*wd` (AdamW, AdaX-W) instead of `g += wd*p`. `eps`: None gives 1e-8
     for Adam (torch's default) and 1e-12 otherwise (AdaX's default).
@@ -435,6 +495,9 @@ class MemberSpec:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"invalid kind={self.kind!r}: must be one of {KINDS}")
+        if self.kind == "sgd" and (self.momentum_correction or self.eps is not None):
+            raise ValueError(f"kind='sgd' takes no momentum_correction={self.momentum_correction!r} or "
+                             f"eps={self.eps!r}: SGD has no bias correction and no denominator")
         _check("lr", self.lr, math.isfinite(self.lr) and self.lr >= 0.0, "a finite number >= 0")
         _check("weight_decay", self.weight_decay, math.isfinite(self.weight_decay) and self.weight_decay >= 0.0,
                "a finite number >= 0")
@@ -443,10 +506,14 @@ class MemberSpec:
 
     @property
     def corrected(self) -> bool:
+        if self.kind == "sgd":
+            return False
         return self.kind == "adam" if self.momentum_correction is None else bool(self.momentum_correction)
 
     @property
     def epsilon(self) -> float:
+        if self.kind == "sgd":
+            return 1.0                       # with v = 0 the denominator sqrt(v) + eps is 1
         return (1e-8 if self.kind == "adam" else 1e-12) if self.eps is None else float(self.eps)
 
 
@@ -463,8 +530,10 @@ class BatchedAdaptive:
     with the member's own $\alpha_t$ (its lr times the shared `lr_scale` of the step), schedule
     $\hat\beta_{2,t}$ and $\epsilon_t$ (AdaX: $\epsilon/\sqrt{c_t}$, as `AdaX`). The per-member
     numbers are `[members, 1, ...]` tensors, so one pass updates all members: member s follows
-    exactly the trajectory of `torch.optim.Adam`/`AdamW` or `kexue.optim.AdaX` on its own
-    (tests/test_optim.py, float64).
+    exactly the trajectory of `torch.optim.Adam`/`AdamW`, `kexue.optim.AdaX` or `torch.optim.SGD`
+    (momentum beta1, no dampening) on its own (tests/test_optim.py, float64). SGD members use the
+    same recursion with $\hat\beta_{2,t} = 1$ (so $\hat v = 0$), $\epsilon = 1$ and step
+    $\alpha_t/(1-\beta_1)$: $m/(1-\beta_1)$ is torch's momentum buffer $b \leftarrow \beta_1 b + g$.
     """
 
     def __init__(self, params, specs: Sequence[MemberSpec], beta1: float = 0.9, beta2_adam: float = 0.999,
@@ -502,13 +571,16 @@ class BatchedAdaptive:
         b2 = self.beta2_adam                  # Adam: 1 - beta2_hat_t = (1 - b2) / (1 - b2^t)
         w_adam = (1 - b2) / -math.expm1(t * math.log(b2)) if b2 > 0 else 1.0
         w_kind = torch.tensor([w_adam, math.exp(math.log(self.beta2_adax) - adax_log_c(t, self.beta2_adax)),
-                               t ** (-self.adafactor_c)], dtype=torch.float64)
-        eps_mult = torch.tensor([1.0, math.exp(-0.5 * adax_log_c(t, self.beta2_adax)), 1.0], dtype=torch.float64)
+                               t ** (-self.adafactor_c), 0.0], dtype=torch.float64)
+        eps_mult = torch.tensor([1.0, math.exp(-0.5 * adax_log_c(t, self.beta2_adax)), 1.0, 1.0],
+                                dtype=torch.float64)
         lr = self._lr * float(lr_scale)
         corr = 1.0 / -math.expm1(t * math.log(self.beta1)) if self.beta1 > 0 else 1.0
         eps = self._eps * eps_mult[self._kind]
         eps = torch.where(self._kind == KINDS.index("adax"), eps.clamp(min=self._tiny), eps)
-        return {"w": w_kind[self._kind], "step": torch.where(self._corrected, lr * corr, lr), "eps": eps,
+        step = torch.where(self._corrected, lr * corr, lr)
+        step = torch.where(self._kind == KINDS.index("sgd"), lr / (1.0 - self.beta1), step)
+        return {"w": w_kind[self._kind], "step": step, "eps": eps,
                 "decay": 1.0 - lr * self._wd_decoupled, "wd": self._wd_coupled}
 
     @torch.no_grad()
