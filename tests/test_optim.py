@@ -251,7 +251,7 @@ def test_scale_shift_quadratic_is_scale_free_for_sign_like_updates():
 
 # --- batched ensembles (notebook section 6) ---
 
-from kexue.optim import (BatchedAdaptive, MemberSpec, cosine_lr, ensemble_from_seeds,  # noqa: E402
+from kexue.optim import (BatchedAdaptive, MemberSpec, adafactor_schedule, cosine_lr, ensemble_from_seeds,  # noqa: E402
                          fit_members, member_eval, scale_shift_quadratic_batch)
 from kexue.verdicts import CONTRADICTED, SUPPORTED, identity_rule  # noqa: E402
 
@@ -265,8 +265,7 @@ SPECS = {   # member spec -> the stand-alone optimizer it must reproduce
     "AdaX-W": (MemberSpec("adax", 5e-3, weight_decay=0.1, decoupled=True),
                lambda ps, lr: AdaX(ps, lr=lr, betas=(0.9, 1e-3), weight_decay=0.1, decoupled_weight_decay=True)),
     "AdaFactor schedule": (MemberSpec("adafactor", 1e-2, eps=1e-12),
-                           lambda ps, lr: EMAAdam(ps, lr=lr, eps=1e-12, momentum_bias_correction=False,
-                                                  beta2_hat=lambda t: beta2_hat_adafactor(t, 0.7))),
+                           lambda ps, lr: adafactor_schedule(ps, lr=lr, c=0.7)),
     "AdaX + m correction": (MemberSpec("adax", 1e-2, momentum_correction=True, eps=0.0),
                             lambda ps, lr: EMAAdam(ps, lr=lr, eps=0.0, momentum_bias_correction=True,
                                                    beta2_hat=lambda t: beta2_hat_adax(t, 1e-3))),

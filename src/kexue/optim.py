@@ -38,6 +38,7 @@ __all__ = [
     "AdaxParams",
     "BatchedAdaptive",
     "EMAAdam",
+    "adafactor_schedule",
     "MemberSpec",
     "cosine_lr",
     "ensemble_from_seeds",
@@ -346,6 +347,14 @@ class EMAAdam(Optimizer):
                     m_hat = m_hat / (1.0 - group["beta1"] ** t)
                 p.addcdiv_(m_hat, state["exp_avg_sq_hat"].sqrt().add_(group["eps"]), value=-group["lr"])
         return loss
+
+
+def adafactor_schedule(params, lr: float = 1.5e-3, beta1: float = 0.9, c: float = 0.8) -> "EMAAdam":
+    """The chapter's one "AdaFactor schedule" arm: AdaX in every respect (no bias correction of m,
+    eps 1e-12) except the coefficient, beta2_hat_t = 1 - t^-c. `MemberSpec("adafactor", lr)` is the
+    same optimizer inside a batched model (tests/test_optim.py)."""
+    return EMAAdam(params, lr=lr, beta1=beta1, eps=1e-12, momentum_bias_correction=False,
+                   beta2_hat=lambda t: beta2_hat_adafactor(t, c))
 
 
 # --- a controlled problem for "long-term memory" (notebook section 5) ---
@@ -734,7 +743,10 @@ class AdaxParams:
     lr_sweep_points: int = param(5, lo=1, hi=15, doc="learning rates per optimizer, log-spaced around lr")
     lr_sweep_factor: float = param(3.0, lo=1.0, hi=100.0, doc="ratio of neighbouring learning rates in the sweep")
     lr_final: float = param(0.01, lo=0.0, hi=1.0, doc="cosine schedule: final lr as a fraction of the initial")
+    sgd_lr: float = param(0.05, lo=0.0, hi=10.0, doc="centre of SGD+momentum's lr sweep (same ratios as the others)")
     eval_points: int = param(10, lo=1, hi=1000, doc="evaluations along the long run")
     memory_steps: int = param(24000, lo=200, hi=10**7, doc="steps of the long-term-memory problem")
     memory_seeds: int = param(6, lo=2, hi=100, doc="seeds of the long-term-memory problem")
     memory_factor: float = param(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
+    counterexample_steps: int = param(100000, lo=100, hi=10**8, doc="steps of Reddi et al.'s counterexample")
+    counterexample_seeds: int = param(16, lo=2, hi=1000, doc="gradient streams of its stochastic form")

@@ -258,7 +258,7 @@ class Report:
                 # resolution on the claim (that is the row's `detectable`): left out here
                 control_text = (f"{'passed' if ctl.verdict == V.SUPPORTED else 'failed'}: "
                                 f"{ctl.evidence.split('; detectable')[0]}")
-                v = V.with_control(v, ctl, equivalence=c.rule.startswith("equivalence"))
+                v = V.with_control(v, ctl, equivalence=c.rule.startswith(("equivalence", "non-inferiority")))
             on_rerun = rerun.get(c.id)
             final, reason = V.replicate(v.verdict, v.reason, on_rerun[0] if on_rerun else None)
             rows.append({
