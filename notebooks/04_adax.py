@@ -110,19 +110,24 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 #   run", never averaged). Both directions must hold (Holm over the two for "against").
 #   Positive control: Adam's own recovery after the drop against after the jump, which an
 #   exponential average with $\beta_2 = 0.999$ is known to separate by an order of magnitude.
-# * **Reddi et al.'s counterexample** (§5): AdaX ends nearer the optimum than Adam (distance of the
-#   mean final iterate to $x^*$, paired by gradient stream, superiority with a registered margin).
-#   Positive control: AMSGrad against Adam, the pair the counterexample was built to separate.
+# * **Reddi et al.'s counterexample** (§5): on the deterministic online form, started at the worst
+#   point, AdaX's mean final iterate ends within the registered tolerance of the optimum at its best
+#   learning rate of a wide grid, while Adam's does not get past the midpoint at any (a float64 check
+#   against a tolerance, as the identities). Positive control: the same rule with AMSGrad in AdaX's
+#   place, the pair the counterexample was built to separate.
 # * **Fashion-MNIST, long run** (§6): each optimizer's learning rate is picked on held-out
 #   *validation* images (mean over seeds); claims are judged on *test* accuracy at that lr,
 #   paired by seed (same initial weights and batches). "A beats B": superiority, Bonferroni over the
 #   comparisons inside one claim; contradicted when significant the other way, or when the whole
 #   interval lies below the registered smallest gain that matters *and* the experiment could have
 #   detected a gain of that size; otherwise inconclusive. "Matters little": equivalence (TOST) within
-#   the registered margin; "catches up with SGD": non-inferiority, AdaX at most the margin below
-#   SGD+momentum. Positive control: Adam and SGD+momentum, each at its best learning rate, must
-#   separate (either way) on the same metric and seeds; a testbed that fails it can neither
-#   contradict a claim nor support an equivalence (`testbed_cannot_discriminate`).
+#   the registered margin. Positive control: Adam and SGD+momentum, each at its best learning rate,
+#   must differ by *more than the margin* (either way; two-sided at α, so its interval is printed at
+#   95%); a testbed that fails it can neither contradict a claim nor support an equivalence
+#   (`testbed_cannot_discriminate`): a task on which the paper's largest gap is below the margin is a
+#   ceiling. "Catches up with SGD": non-inferiority (AdaX at most the margin below SGD+momentum),
+#   judged only where SGD+momentum leads Adam by more than the margin (a gate, reason `gated`), since
+#   catching up means nothing where nobody is behind.
 #
 # Changes to these rules since the chapter's first report, from the registry:
 
@@ -349,7 +354,7 @@ curves["window"] = 1 / curves["weight"]
 w_floor = 1e-12                                    # lower limit of the right panel
 adax_curve = curves[curves.schedule == f"AdaX β2={b2:g}"]
 t_cut = int(adax_curve.t[adax_curve.weight < w_floor].min()) if (adax_curve.weight < w_floor).any() else None
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
 sns.lineplot(curves[curves.t <= 30], x="t", y="beta2_hat", hue="schedule", style="schedule", ax=axes[0],
              markers=True)
 sns.lineplot(curves, x="t", y="weight", hue="schedule", style="schedule", ax=axes[1])
@@ -454,7 +459,7 @@ report.show(mem_summary, name="long_term_memory", caption=(
     "change and at the end of the run, over its level before."))
 
 mem_plot = pd.concat(mem_curves)
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
 for ax, (direction, factor) in zip(axes, factors.items()):
     sns.lineplot(mem_plot[mem_plot.direction == direction], x="step", y="rms_step", hue="optimizer",
                  style="optimizer", ax=ax)
@@ -544,17 +549,20 @@ for (direction, name), grp in mem.groupby(["direction", "optimizer"]):
 # behaves like AMSGrad here, not like Adam.
 #
 # `kexue.optim.reddi_counterexample` runs it with learning rate $\alpha/\sqrt t$ and the projection onto
-# $[-1,1]$. Each optimizer's $\alpha$ is picked on the online form (deterministic, one run per $\alpha$);
-# the claim is judged on the stochastic form, `counterexample_seeds` independent gradient streams, each
-# stream shared by every optimizer (paired). The measure is the distance to the optimum,
-# $|\bar x + 1|$, with $\bar x$ the mean iterate over the last 10% of the steps (0 is optimal, 2 the
-# worst point). Positive control: the same measure and streams must separate AMSGrad from Adam, the
-# pair Reddi et al. proved to differ. (The AdaX paper motivates itself with a synthetic *non-convex*
-# problem of its own; its definition was not available offline when this section was written, so it
-# is not run here.)
+# $[-1,1]$, **started at the worst point** $x_0 = +1$, so that an optimizer which barely moves scores as
+# badly as one that goes the wrong way. The measure is the distance of the mean iterate over the last
+# 10% of the steps to the optimum, $|\bar x + 1|$ (0 optimal, 2 the start). The online form is
+# deterministic: each optimizer runs once at every $\alpha$ of a grid spanning five orders of
+# magnitude, and the claim is judged there, as Reddi et al. state it: AdaX reaches the optimum (within
+# the registered tolerance) at its best $\alpha$, while Adam does not get past the midpoint $x = 0$ at
+# *any* $\alpha$. Positive control: the same rule with AMSGrad in AdaX's place (the pair the problem was
+# built to separate). The stochastic form, where noise enters, is run over `counterexample_seeds`
+# gradient streams at each optimizer's online $\alpha$ and shown beside it. (The AdaX paper motivates
+# itself with a synthetic *non-convex* problem of its own; its definition was not available offline
+# when this section was written, so it is not run here.)
 
 # %%
-ce_alphas = [0.02, 0.1, 0.5, 2.0, 8.0]     # α of lr α/√t; SGD's step is not normalised, so its α are 1000× smaller
+ce_alphas = [0.002, 0.008, 0.03, 0.12, 0.5, 2.0, 8.0, 32.0, 128.0]   # α of lr α/√t; SGD's are 1000× smaller
 ce_opts = {
     "Adam": (lambda g: torch.optim.Adam(g, betas=(beta1, 0.99), foreach=False), ce_alphas),
     "AMSGrad": (lambda g: torch.optim.Adam(g, betas=(beta1, 0.99), amsgrad=True, foreach=False), ce_alphas),
@@ -562,62 +570,99 @@ ce_opts = {
     "AdaFactor schedule": (lambda g: adafactor_schedule(g, beta1=beta1, c=adafactor_c), ce_alphas),
     "SGD+momentum": (lambda g: torch.optim.SGD(g, lr=1.0, momentum=beta1), [a / 1000 for a in ce_alphas]),
 }
+CE_X0 = 1.0                                                        # the worst point
 ce_tail = max(counterexample_steps // 10, 1)
 ce_seeds = [seed + 1000 + k for k in range(counterexample_seeds)]   # gradient streams, disjoint from §5's
-ce_online, ce_stoch, ce_best = {}, {}, {}
+ce_online, ce_dist_by_alpha, ce_best, ce_stoch = {}, {}, {}, {}
 for name, (make, alphas) in progress(list(ce_opts.items()), desc="counterexample runs"):
-    online = reddi_counterexample(make, counterexample_steps, [seed], lrs=alphas, stochastic=False)[:, 0]
+    online = reddi_counterexample(make, counterexample_steps, [seed], lrs=alphas, stochastic=False, x0=CE_X0)[:, 0]
     dist = (online[:, -ce_tail:].mean(1) + 1).abs()                 # [alphas]
     k_best = int(torch.argmin(dist))
+    ce_dist_by_alpha[name] = dist.numpy()
     ce_best[name] = alphas[k_best]
     ce_online[name] = online[k_best]
-    ce_stoch[name] = reddi_counterexample(make, counterexample_steps, ce_seeds, lrs=[alphas[k_best]])[0]
+    ce_stoch[name] = reddi_counterexample(make, counterexample_steps, ce_seeds, lrs=[alphas[k_best]], x0=CE_X0)[0]
 ce_dist = {n: (p[:, -ce_tail:].mean(1) + 1).abs().numpy() for n, p in ce_stoch.items()}   # [seeds]
+ce_edge = {n: ce_best[n] in (ce_opts[n][1][0], ce_opts[n][1][-1]) for n in ce_opts}
 ce_table = pd.DataFrame([{
-    "optimizer": n, "α (picked on the online form)": num(ce_best[n]),
-    "online: mean x, last 10%": fmt(float(ce_online[n][-ce_tail:].mean()), 3),
-    "stochastic: mean x, last 10%": pm(ce_stoch[n][:, -ce_tail:].mean(1).numpy()),
-    "stochastic: distance to x* = −1": pm(ce_dist[n]),
+    "optimizer": n, "best α (online)": num(ce_best[n]) + (" (grid edge)" if ce_edge[n] else ""),
+    "online: distance to x* at best α": fmt(float(ce_dist_by_alpha[n].min()), 3),
+    "online: distance, over the α grid": f"{fmt(float(ce_dist_by_alpha[n].min()), 2)} to "
+                                         f"{fmt(float(ce_dist_by_alpha[n].max()), 2)}",
+    "stochastic: distance to x*": pm(ce_dist[n]),
 } for n in ce_opts]).set_index("optimizer")
 report.show(ce_table, name="counterexample", caption=(
-    f"Reddi et al.'s problem, {counterexample_steps:,} steps, learning rate α/√t. Online form: one deterministic "
-    f"run at the α (of {len(ce_opts['Adam'][1])}) that ends nearest $x^*$; stochastic form: mean ± sd over "
-    f"{counterexample_seeds} gradient streams at that α."))
+    f"Reddi et al.'s problem from the worst point $x_0 = +1$ (distance 2), {counterexample_steps:,} steps, learning "
+    f"rate α/√t, α from {num(ce_alphas[0])} to {num(ce_alphas[-1])} ({len(ce_alphas)} values; SGD 1000× smaller). "
+    f"Online form: one deterministic run per α, distance of the mean last-10% iterate to $x^* = -1$; stochastic "
+    f"form: mean ± sd over {counterexample_seeds} gradient streams at the online form's best α."))
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.0))
+fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), layout="constrained")
 steps_axis = np.arange(1, counterexample_steps + 1)
 thin = np.unique(np.geomspace(1, counterexample_steps, 400).astype(int)) - 1
+colors = dict(zip(ce_opts, sns.color_palette("tab10", len(ce_opts))))
 for name in ce_opts:
-    axes[0].plot(steps_axis[thin], ce_online[name][thin].numpy(), label=f"{name} (α {num(ce_best[name])})", lw=1.4)
+    xs_alpha = np.array(ce_opts[name][1]) * (1000 if name == "SGD+momentum" else 1)
+    axes[0].plot(xs_alpha, ce_dist_by_alpha[name], "o-", ms=3, lw=1.2, color=colors[name], label=name)
+    axes[1].plot(steps_axis[thin], ce_online[name][thin].numpy(), lw=1.4, color=colors[name],
+                 label=f"{name} (α {num(ce_best[name])})")
     q = ce_stoch[name][:, thin].numpy()
-    line, = axes[1].plot(steps_axis[thin], np.median(q, 0), lw=1.4, label=name)
-    axes[1].fill_between(steps_axis[thin], np.quantile(q, 0.1, 0), np.quantile(q, 0.9, 0), color=line.get_color(),
-                         alpha=0.15, lw=0)
-for ax, title in zip(axes, ("online form (one run)", f"stochastic form: median and 10–90% of {counterexample_seeds} streams")):
+    axes[2].plot(steps_axis[thin], np.median(q, 0), lw=1.4, color=colors[name], label=name)
+    axes[2].fill_between(steps_axis[thin], np.quantile(q, 0.1, 0), np.quantile(q, 0.9, 0), color=colors[name],
+                         alpha=0.12, lw=0)
+axes[0].axhline(1, color="grey", ls=":", lw=1)
+axes[0].set(xscale="log", ylim=(-0.05, 2.05), xlabel="α (SGD: 1000 α)", ylabel="distance to x*, online form",
+            title="final distance over the α grid")
+for ax, title in zip(axes[1:], ("online form, best α each", f"stochastic: median, 10–90% of {counterexample_seeds} streams")):
     ax.axhline(-1, color="grey", ls=":", lw=1)
     ax.set(xscale="log", ylim=(-1.05, 1.05), xlabel="step t", ylabel="x", title=title)
-axes[0].legend(fontsize=8, loc="center left")
+for ax in axes:
+    ax.legend(fontsize=7, loc="best")
 report.figure(fig, "counterexample", caption=(
-    "Iterates on Reddi et al.'s problem, each optimizer at its α picked on the online form; the optimum is "
-    "$x^* = -1$ (dotted), the worst point $+1$."))
+    "Reddi et al.'s problem from the worst point $x_0 = +1$. Left: distance of the mean final iterate to the optimum "
+    "on the online form at every α of the grid (dotted: the midpoint $x = 0$). Middle: the online iterates at each "
+    "optimizer's best α. Right: the stochastic form at the same α (median and 10–90% band over the streams). The "
+    "optimum is $x^* = -1$ (dotted)."))
 
-ce_margin = report.registry.margin("counterexample_converges")
-ce_verdict = verdicts.superiority(ce_dist["AdaX"], ce_dist["Adam"], paired=True, alpha=ALPHA, higher_is_better=False,
-                                  margin=ce_margin, names=("AdaX", "Adam"))
-ce_control = verdicts.positive_control(ce_dist["AMSGrad"], ce_dist["Adam"], paired=True, higher_is_better=False,
-                                       names=("AMSGrad", "Adam"))
+ce_tol = report.registry.margin("counterexample_converges")
+adam_past_mid = max(0.0, 1.0 - float(ce_dist_by_alpha["Adam"].min()))
+adam_part = {"Adam: how far x̄ gets past the midpoint x = 0, best of every α (0 if never)": adam_past_mid}
+ce_verdict = identity_rule({"AdaX: distance of x̄ to x* at its best α": float(ce_dist_by_alpha["AdaX"].min()),
+                            **adam_part}, ce_tol)
+ce_control = identity_rule({"AMSGrad: distance of x̄ to x* at its best α": float(ce_dist_by_alpha["AMSGrad"].min()),
+                            **adam_part}, ce_tol)
 report.note(
-    f"Adam ends at mean $x$ = {fmt(float(ce_stoch['Adam'][:, -ce_tail:].mean()), 3)} on the stochastic form, "
-    f"AMSGrad at {fmt(float(ce_stoch['AMSGrad'][:, -ce_tail:].mean()), 3)}, AdaX at "
-    f"{fmt(float(ce_stoch['AdaX'][:, -ce_tail:].mean()), 3)}. **Positive control** (AMSGrad nearer $x^*$ than Adam): "
+    f"On the online form Adam's smallest distance to $x^*$ over the whole grid is "
+    f"{fmt(float(ce_dist_by_alpha['Adam'].min()), 3)} (at α {num(ce_best['Adam'])}): it never gets past the midpoint "
+    f"by more than the tolerance {fmt(ce_tol)}" if adam_past_mid <= ce_tol else
+    f"On the online form Adam gets to distance {fmt(float(ce_dist_by_alpha['Adam'].min()), 3)} at α "
+    f"{num(ce_best['Adam'])}, past the midpoint")
+report.note(
+    f"AMSGrad reaches {fmt(float(ce_dist_by_alpha['AMSGrad'].min()), 2)} (α {num(ce_best['AMSGrad'])}), AdaX "
+    f"{fmt(float(ce_dist_by_alpha['AdaX'].min()), 2)} (α {num(ce_best['AdaX'])}), the AdaFactor schedule "
+    f"{fmt(float(ce_dist_by_alpha['AdaFactor schedule'].min()), 2)} (α {num(ce_best['AdaFactor schedule'])}). "
+    f"**Positive control** (AMSGrad reaches $x^*$ within {fmt(ce_tol)} where Adam does not pass the midpoint): "
     + ("passed" if ce_control.verdict == SUPPORTED else f"**failed** ({ce_control.reason})")
-    + f" ({ce_control.evidence}). AdaX nearer $x^*$ than Adam: {ce_verdict.verdict} ({ce_verdict.evidence}).")
+    + f". AdaX in AMSGrad's place: {ce_verdict.verdict} ({ce_verdict.evidence})."
+    + (" Best α on a grid edge for: " + ", ".join(n for n in ce_opts if ce_edge[n]) + "." if any(ce_edge.values())
+       else " No optimizer's best α sits on an edge of the grid."))
+ce_worst = max(ce_opts, key=lambda n: float(ce_dist[n].mean()))
+report.note(
+    f"**The stochastic form** at the same α, {counterexample_steps:,} steps: mean distance "
+    + "; ".join(f"{n} {pm(ce_dist[n])}" for n in ce_opts)
+    + f" (start: 2). Here every step carries noise of the order of α/√t while the mean gradient is a fiftieth of a "
+    "typical one, so at this horizon the iterates wander: "
+    + ("no optimizer ends within the tolerance on average; the stochastic form is shown, not judged."
+       if all(float(ce_dist[n].mean()) > ce_tol for n in ce_opts) else
+       "some optimizers end within the tolerance on average; the stochastic form is shown, not judged."))
 report.finding(
-    f"**Reddi et al.'s counterexample** ({counterexample_steps:,} steps, {counterexample_seeds} gradient streams): "
-    "distance of the final iterates to the optimum (0 best, 2 worst): "
-    + "; ".join(f"{n} {pm(ce_dist[n])}" for n in ce_opts) + ".")
+    f"**Reddi et al.'s counterexample** ({counterexample_steps:,} steps from the worst point, α grid of "
+    f"{len(ce_alphas)} values): online form, distance of the final iterates to the optimum (0 best, 2 the start) at "
+    "each optimizer's best α: " + "; ".join(f"{n} {fmt(float(ce_dist_by_alpha[n].min()), 2)}" for n in ce_opts)
+    + f". Stochastic form ({counterexample_seeds} streams): " + "; ".join(f"{n} {pm(ce_dist[n])}" for n in ce_opts) + ".")
 for n in ce_opts:
-    live.log_metric(f"counterexample/{n.replace(' ', '_')}/distance", float(ce_dist[n].mean()), plot=False)
+    live.log_metric(f"counterexample/{n.replace(' ', '_')}/online_distance", float(ce_dist_by_alpha[n].min()), plot=False)
+    live.log_metric(f"counterexample/{n.replace(' ', '_')}/stochastic_distance", float(ce_dist[n].mean()), plot=False)
 
 # %% [markdown]
 # ## 6. Fashion-MNIST, long enough for the coefficient to approach 1
@@ -641,7 +686,7 @@ for n in ce_opts:
 #   headline, "better than Adam, catching up with SGD", and one side of this testbed's positive control.
 #
 # All of them are members of one batched model (`ensemble_from_seeds`, `BatchedAdaptive`), so
-# 6 optimizers × learning rates × seeds train in one pass per step; each member follows exactly the
+# 7 optimizers × learning rates × seeds train in one pass per step; each member follows exactly the
 # trajectory its optimizer would give it alone (tests/test_optim.py, float64). Validation images
 # (held out of training) pick each optimizer's learning rate; test images judge.
 
@@ -772,8 +817,8 @@ report.note(
     "rates picked on validation images are " + ", ".join(f"{a} {num(arm_lrs[a][best_k[a]])}" for a in arms)
     + f". {int(final.diverged.sum())} of {len(final)} runs diverged.")
 
-# Positive control for every comparison of this run (same test-accuracy metric, seeds and pairing): AdaX at
-# its best learning rate against the worst other learning rate of its sweep, both picked on validation.
+# A sanity check, not the registered control: the metric responds to the learning rate (AdaX at its best lr
+# against the worst other lr of its sweep, both picked on validation, same seeds and pairing).
 ctl_name = "AdaX"
 k_bad = min((k for k in range(len(lrs)) if k != best_k[ctl_name]),
             key=lambda k: np.nan_to_num(val_mean.get((ctl_name, lrs[k]), np.nan), nan=-np.inf))
@@ -781,19 +826,18 @@ lr_control = verdicts.positive_control(
     acc_best[ctl_name], by(ctl_name, k_bad) * 100, paired=True, unit=" pts",
     names=(f"{ctl_name} at lr {num(lrs[best_k[ctl_name]])}", f"{ctl_name} at lr {num(lrs[k_bad])}"))
 report.note(
-    f"**Positive control.** The testbed must separate two arms known to differ before a null result on it counts: "
-    f"{ctl_name} at its best learning rate ({num(lrs[best_k[ctl_name]])}) against the worst other one of its sweep on "
-    f"validation ({num(lrs[k_bad])}), on test accuracy over the same {n_seeds} paired seeds: "
-    + ("it does" if lr_control.verdict == SUPPORTED else
-       f"it does **not** ({lr_control.verdict}, {lr_control.reason}), so no comparison of this run can contradict "
-       "a claim")
+    f"**Sanity check** (not the registered control): the metric responds to the learning rate: {ctl_name} at its best "
+    f"learning rate ({num(lrs[best_k[ctl_name]])}) against the worst other one of its sweep on validation "
+    f"({num(lrs[k_bad])}), on test accuracy over the same {n_seeds} paired seeds: "
+    + ("separated" if lr_control.verdict == SUPPORTED else f"**not** separated ({lr_control.reason})")
     + f" ({lr_control.evidence}).")
 
-# The control the claims of this run are registered with (`sgd_vs_adam`): Adam and SGD+momentum, each at its
-# best learning rate, are the pair the paper's headline ("better than Adam, catching up with SGD") sets apart.
-# The claims judge gains against a margin, so the testbed must show it can produce a difference *larger than
-# that margin* between two optimizers: (x - margin) significantly better than y. Which one wins is not known
-# in advance here, so both directions are tested at ALPHA / 2 (two-sided ALPHA).
+# The control three claims of this run are registered with (`sgd_vs_adam`): Adam and SGD+momentum, each at its
+# best learning rate, are the pair the paper's headline ("better than Adam, catching up with SGD") sets apart, and
+# the largest gap between optimizers the paper reports. The claims judge gains against a margin, so the testbed
+# must show a gap *larger than that margin* between two optimizers ((x - margin) significantly better than y),
+# or a tie on it is a ceiling, not a verdict on the optimizers. The direction depends on the task, so both are
+# tested at ALPHA / 2 (two-sided ALPHA).
 ctl_margin = report.registry.margin("improves_on_adam")
 sgd_dirs = [verdicts.positive_control(acc_best[x] - ctl_margin, acc_best[y], paired=True, unit=" pts",
                                       alpha=ALPHA / 2,
@@ -801,19 +845,25 @@ sgd_dirs = [verdicts.positive_control(acc_best[x] - ctl_margin, acc_best[y], pai
                                              f"{y} (lr {num(arm_lrs[y][best_k[y]])})"))
             for x, y in (("Adam", "SGD+momentum"), ("SGD+momentum", "Adam"))]
 sgd_control = next((v for v in sgd_dirs if v.verdict == SUPPORTED), sgd_dirs[0])
+adam_sgd = verdicts.difference(acc_best["Adam"], acc_best["SGD+momentum"], paired=True, level=1 - ALPHA)
+sgd_control = dataclasses.replace(sgd_control, evidence=(
+    f"Adam (lr {num(arm_lrs['Adam'][best_k['Adam']])}) − SGD+momentum (lr "
+    f"{num(arm_lrs['SGD+momentum'][best_k['SGD+momentum']])}): {adam_sgd.text(' pts')}; passes when the whole "
+    f"interval lies beyond ±{fmt(ctl_margin)} pts"))
 report.note(
     f"**Positive control of the comparisons** (registered as `sgd_vs_adam`): do Adam and SGD+momentum, each at its "
     f"best learning rate, differ on this testbed by more than the claims' margin of {fmt(ctl_margin)} pts (either way, "
     f"two-sided at {ALPHA:g})? Adam {pm(acc_best['Adam'])}%, SGD+momentum {pm(acc_best['SGD+momentum'])}%: "
     + ("they do" if sgd_control.verdict == SUPPORTED else
-       "they do **not**, so on this testbed a tie between optimizers is no evidence that they are alike, and no "
-       "comparison of this run can contradict a claim or support an equivalence")
+       "they do **not**: the largest gap between optimizers that the paper reports is smaller here than the "
+       "smallest gain the claims count, so a tie between AdaX and Adam on this task is a ceiling of the task, and "
+       "none of the comparisons below can contradict a claim or support an equivalence")
     + f" ({sgd_control.evidence}).")
 
 # %%
 palette = dict(zip(arms, sns.color_palette("tab10", len(arms))))
 markers = dict(zip(arms, ["o", "s", "^", "v", "D", "X", "P"]))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
 ok = final[~final.diverged].assign(test_pct=lambda d: 100 * d.test_acc)
 for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "final_train_loss",
                                                                     "final train loss (nats)")):
@@ -823,11 +873,10 @@ for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "fi
         xs = np.array(g.mean().index) / arm_lrs[a][(len(lrs) - 1) // 2] * (1 + 0.04 * (i - (len(arms) - 1) / 2))
         ax.errorbar(xs, g.mean().values, yerr=g.std(ddof=1).values, marker=markers[a], color=palette[a],
                     label=a, capsize=3, lw=1.2)
-    ax.set(xscale="log", xlabel=f"initial learning rate / centre of the sweep ({num(lr)} adaptive, {num(sgd_lr)} SGD)",
-           ylabel=label)
+    ax.set(xscale="log", xlabel="initial lr / centre of the sweep", ylabel=label)
     ax.set_xticks([l / lr for l in lrs], [f"{l / lr:.3g}×" for l in lrs])
     ax.minorticks_off()
-    ax.legend(fontsize=8)
+axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the data
 axes[0].set_title("test accuracy after the long run")
 axes[1].set_title("training loss, last 10% of updates")
 n_div = int(final.diverged.sum())
@@ -836,7 +885,7 @@ report.figure(fig, "long_run_sweep", caption=(
     "rate (points offset slightly along the axis so bars do not overlap)"
     + (f"; {n_div} diverged runs are left out and listed in the table above." if n_div else ".")))
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
 cur = curve.assign(test_pct=100 * curve.test_acc)
 for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "train_loss", "train loss (nats)")):
     sns.lineplot(cur, x="step", y=col, hue="optimizer", style="optimizer", markers=markers, dashes=True,
@@ -862,7 +911,7 @@ report.figure(fig, "long_run_curves", caption=(
 
 # %%
 ts_run = np.unique(np.geomspace(1, steps, 300).astype(int))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.0))
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.0), layout="constrained")
 sched = {"Adam (β2 = 0.999)": [1 - beta2_hat_adam(t, 0.999) for t in ts_run],
          f"AdaX (β2 = {num(beta2)})": [math.exp(math.log(beta2) - adax_log_c(t, beta2)) for t in ts_run],
          f"AdaFactor schedule (c = {num(adafactor_c)})": [t ** -adafactor_c for t in ts_run],
@@ -914,23 +963,28 @@ report.show(matched, name="long_run_matched_lr", caption=(
     f"({n_seeds} seeds); Holm's correction over the {len(lrs)} learning rates of each comparison."))
 sig = matched[matched["Holm-adjusted p"] < ALPHA]
 report.note(
-    f"Of the {len(matched)} matched-lr differences, {len(sig)} are significant after Holm's correction"
+    f"Of the {len(matched)} matched-lr differences, {len(sig)} {'is' if len(sig) == 1 else 'are'} significant after "
+    "Holm's correction"
     + (": " + "; ".join(f"{c} at lr {l}: {fmt(r['mean difference (pts)'], 2)} pts" for (c, l), r in sig.iterrows())
        if len(sig) else "") + ".")
 
 # Robustness to the learning rate, read from the same sweep: how much each optimizer loses from its best
-# learning rate to the largest of the sweep, and the matched difference there.
+# learning rate to the largest of the sweep, and the matched differences there (Holm-adjusted, as in the table).
 k_top = len(lrs) - 1
 loss_at_top = {a: np.nanmean(acc_best[a]) - np.nanmean(by(a, k_top) * 100) for a in ("AdaX", "Adam", "AdaX-W", "AdamW")}
 top = matched.xs(num(lrs[k_top]), level="learning rate")
+top_pairs = ("AdaX − Adam", "AdaX-W − AdamW")
 report.note(
-    f"**Robustness to the learning rate.** At the largest learning rate of the sweep ({num(lrs[k_top])}, "
-    f"{fmt(lrs[k_top] / lr, 2)}× the article's), mean test accuracy is below each optimizer's best by "
-    + ", ".join(f"{a} {fmt(v, 2)} pts" for a, v in loss_at_top.items())
-    + f"; there, AdaX − Adam = {fmt(top.loc['AdaX − Adam', 'mean difference (pts)'], 2)} pts "
-    f"[{fmt(top.loc['AdaX − Adam', f'{100 * (1 - 2 * ALPHA):.0f}% CI low'], 2)}, "
-    f"{fmt(top.loc['AdaX − Adam', f'{100 * (1 - 2 * ALPHA):.0f}% CI high'], 2)}] (Holm-adjusted p "
-    f"{fmt(top.loc['AdaX − Adam', 'Holm-adjusted p'], 2)}). This is a reading of one sweep, not a registered claim.")
+    f"**Robustness to the learning rate** (a reading of one sweep, not a registered claim). At the largest learning "
+    f"rate of the sweep ({num(lrs[k_top])}, {fmt(lrs[k_top] / lr, 2)}× the article's), mean test accuracy is below each "
+    "optimizer's best by " + ", ".join(f"{a} {fmt(v, 2)} pts" for a, v in loss_at_top.items())
+    + " (means over seeds, untested); the matched differences there are "
+    + "; ".join(f"{c} {fmt(top.loc[c, 'mean difference (pts)'], 2)} pts (Holm-adjusted p "
+                f"{fmt(top.loc[c, 'Holm-adjusted p'], 2)})" for c in top_pairs)
+    + ": " + ("both significant after Holm's correction." if all(top.loc[c, "Holm-adjusted p"] < ALPHA for c in top_pairs)
+              else "neither significant after Holm's correction." if all(top.loc[c, "Holm-adjusted p"] >= ALPHA
+                                                                      for c in top_pairs)
+              else "one of the two significant after Holm's correction."))
 
 # %% [markdown]
 # **Bias correction of $m_t$.** AdaX drops Adam's $1/(1-\beta_1^t)$; without it the first steps are
@@ -1024,9 +1078,19 @@ schedule = verdicts.superiority(acc_best["AdaX"], acc_best["AdaFactor schedule"]
                                 names=("AdaX", "AdaFactor schedule"))
 # Non-inferiority: AdaX is at most `margin` points below SGD+momentum <=> (AdaX + margin) beats SGD+momentum.
 sgd_margin = reg.margin("catches_up_with_sgd")
-catch_up = dataclasses.replace(
-    verdicts.superiority(acc_best["AdaX"] + sgd_margin, acc_best["SGD+momentum"], paired=True, alpha=ALPHA,
-                         unit=" pts", names=(f"AdaX + {fmt(sgd_margin)}", "SGD+momentum")), margin=sgd_margin)
+ax_sgd = verdicts.difference(acc_best["AdaX"], acc_best["SGD+momentum"], paired=True, level=1 - 2 * ALPHA)
+catch_up = verdicts.superiority(acc_best["AdaX"] + sgd_margin, acc_best["SGD+momentum"], paired=True, alpha=ALPHA,
+                                unit=" pts")
+catch_up = dataclasses.replace(      # report AdaX − SGD itself, not the shifted difference the test used
+    catch_up, margin=sgd_margin, estimate=ax_sgd.estimate, low=ax_sgd.low, high=ax_sgd.high,
+    evidence=f"AdaX − SGD+momentum: {ax_sgd.text(' pts')}; non-inferior when the lower bound is above "
+             f"−{fmt(sgd_margin)} pts (one-sided p = {fmt(catch_up.p_support, 2)})")
+# "Catching up" has content only where SGD is ahead of Adam by more than the margin: a precondition, not a control.
+sgd_ahead = dataclasses.replace(
+    verdicts.superiority(acc_best["SGD+momentum"] - sgd_margin, acc_best["Adam"], paired=True, alpha=ALPHA,
+                         unit=" pts"),
+    evidence=f"SGD+momentum − Adam: {(-adam_sgd.estimate):.3g} pts; SGD must lead by more than {fmt(sgd_margin)} pts")
+catch_up = verdicts.gate(catch_up, sgd_ahead, "SGD+momentum does not lead Adam by more than the margin here")
 run_text = f"{steps:,} updates, {n_seeds} seeds, lr picked on validation from {', '.join(num(l) for l in lrs)}"
 claims = report.claims({
     "no_blowup": blowup.labelled("§2–4"),
@@ -1034,8 +1098,9 @@ claims = report.claims({
     "coefficient_limits": limit_rule.labelled("§4"),
     "long_term_memory": memory_all.labelled(f"§5, recovery steps, paired by seed, change at step {switch:,}"),
     "counterexample_converges": ce_verdict.labelled(
-        f"§5, Reddi et al.'s stochastic problem, {counterexample_steps:,} steps, {counterexample_seeds} streams, "
-        f"α picked on the online form: AdaX {num(ce_best['AdaX'])}, Adam {num(ce_best['Adam'])}"),
+        f"§5, Reddi et al.'s online problem from x0 = +1, {counterexample_steps:,} steps, α grid "
+        f"{num(ce_alphas[0])}–{num(ce_alphas[-1])}: AdaX best α {num(ce_best['AdaX'])}, Adam best α "
+        f"{num(ce_best['Adam'])}"),
     "bias_correction_little": bias_verdict.labelled(f"§6 ablation at lr {num(lr_mid)}, {run_text.split(', lr')[0]}"),
     "improves_on_adam": improves.labelled(f"§6, test accuracy at each optimizer's best lr ({run_text})"),
     "schedule_beats_adafactor": schedule.labelled(
@@ -1044,8 +1109,7 @@ claims = report.claims({
     "catches_up_with_sgd": catch_up.labelled(
         f"§6, test accuracy at each one's best lr ({steps:,} updates, {n_seeds} seeds): AdaX lr "
         f"{num(arm_lrs['AdaX'][best_k['AdaX']])}, SGD+momentum lr {num(arm_lrs['SGD+momentum'][best_k['SGD+momentum']])}"),
-}, controls={"lr_sweep_separates": lr_control, "memory_adam_drop_vs_jump": memory_control,
-             "sgd_vs_adam": sgd_control,
+}, controls={"memory_adam_drop_vs_jump": memory_control, "sgd_vs_adam": sgd_control,
              "amsgrad_vs_adam": ce_control})
 final = claims.set_index("id")
 
@@ -1117,19 +1181,19 @@ report.finding(
     f"{fmt(int(round(1 / beta2)))}), {n_seeds} seeds, "
     f"each optimizer at its best of {len(lrs)} learning rates.** Test accuracy: "
     + ", ".join(f"{a} {pm(acc_best[a])}% (lr {num(arm_lrs[a][best_k[a]])})" for a in order)
-    + ". Positive controls: " + f"{ctl_name}'s best against its worst learning rate "
-    + ("passed" if lr_control.verdict == SUPPORTED else f"failed ({lr_control.reason})")
-    + f"; Adam against SGD+momentum by more than {fmt(ctl_margin)} pts " + (
-        "passed" if sgd_control.verdict == SUPPORTED else f"failed ({sgd_control.reason})") + ".")
+    + f". Positive control (Adam and SGD+momentum differ by more than {fmt(ctl_margin)} pts): "
+    + ("passed" if sgd_control.verdict == SUPPORTED else "failed") + f" ({sgd_control.evidence}).")
 report.finding(f"**AdaX vs Adam** → {word('improves_on_adam')}: {gain_reading('improves_on_adam', improve_parts)}.")
-report.finding(f"**Reddi et al.'s counterexample** → {word('counterexample_converges')}: AdaX's final iterates are "
-               f"{pm(ce_dist['AdaX'])} from the optimum, Adam's {pm(ce_dist['Adam'])}, AMSGrad's {pm(ce_dist['AMSGrad'])} "
-               f"(0 best, 2 worst; {ce_verdict.evidence}).")
+report.finding(f"**Reddi et al.'s counterexample** (online form, from the worst point) → "
+               f"{word('counterexample_converges')}: at its best α AdaX ends "
+               f"{fmt(float(ce_dist_by_alpha['AdaX'].min()), 2)} from the optimum and AMSGrad "
+               f"{fmt(float(ce_dist_by_alpha['AMSGrad'].min()), 2)}, while Adam's closest over the α grid is "
+               f"{fmt(float(ce_dist_by_alpha['Adam'].min()), 2)} (tolerance {fmt(ce_tol)}).")
 report.finding(f"**AdaX vs SGD+momentum** (non-inferiority) → {word('catches_up_with_sgd')}: AdaX "
-               f"{pm(acc_best['AdaX'])}%, SGD+momentum {pm(acc_best['SGD+momentum'])}%; the testbed's control (Adam "
-               f"vs SGD+momentum differ by more than {fmt(ctl_margin)} pts) "
-               + ("passed" if sgd_control.verdict == SUPPORTED else
-                  "failed, so a tie on this testbed says nothing about optimizers") + ".")
+               f"{pm(acc_best['AdaX'])}%, SGD+momentum {pm(acc_best['SGD+momentum'])}%, Adam {pm(acc_best['Adam'])}%; "
+               "'catching up' is judged only where SGD+momentum leads Adam by more than "
+               f"{fmt(sgd_margin)} pts, " + ("as it does here." if sgd_ahead.verdict == SUPPORTED else
+                                             "which it does not on this task."))
 report.finding(f"**AdaX's schedule vs AdaFactor's** (our probe) → {word('schedule_beats_adafactor')}: "
                f"{gain_reading('schedule_beats_adafactor', {'AdaX vs AdaFactor schedule': schedule})}.")
 report.finding(f"**Bias correction of m (ablation)** → {said('bias_correction_little')}: {bias_verdict.evidence}"

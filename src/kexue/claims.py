@@ -196,6 +196,7 @@ def claims_summary(claims: Path) -> str:
                 f"claims, probes and identities not told apart): {by_verdict(rows)}")
     if len(other):
         kinds = other["source"].value_counts()
-        text += (" — and " + ", ".join(f"{k} {s}{'s' if k > 1 else ''}" for s, k in kinds.items())
+        plural = {"identity": "identities", "probe": "probes", "anchor": "anchors"}
+        text += (" — and " + ", ".join(f"{k} {plural.get(s, s + 's') if k > 1 else s}" for s, k in kinds.items())
                  + f": {by_verdict(other)}")
     return text
