@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     den = load_unet(device=device)
     den.net.to(memory_format=torch.channels_last)              # as the chapter samples
     baseline_nfe, match_nfe = int(NFE_GRID[-1]), int(chapter["tuned_match_nfe"])
+    untuned_nfe = int(chapter.get("untuned_match_nfe", baseline_nfe))
     g = torch.Generator().manual_seed(0)
     times = {(nfe, arm): [] for nfe in NFE_GRID for arm in ("untuned", "tuned")}
     with torch.no_grad():
@@ -85,10 +86,18 @@ def main(argv=None) -> int:
         rows.append({"nfe": nfe, "images_per_s_untuned": args.batch / med["untuned"],
                      "images_per_s_tuned": args.batch / med["tuned"], "tuned_over_untuned_time": med["tuned"] / med["untuned"]})
     by = {r["nfe"]: r for r in rows}
-    wall = by[match_nfe]["images_per_s_tuned"] / by[baseline_nfe]["images_per_s_untuned"] if match_nfe in by else None
+    # What tuning buys in time: skip-tuned sampling at the NFE where it matches the baseline against untuned
+    # sampling at the NFE where *it* matches (both from the chapter's rule), timed side by side here.
+    wall = (by[match_nfe]["images_per_s_tuned"] / by[untuned_nfe]["images_per_s_untuned"]
+            if match_nfe in by and untuned_nfe in by else None)
     results = {"device": device_name(device), "torch": torch.__version__, "threads": args.threads, "batch": args.batch,
                "rounds": args.rounds, "rows": rows, "baseline_nfe": baseline_nfe, "tuned_match_nfe": match_nfe,
-               "nfe_ratio": baseline_nfe / match_nfe, "wall_clock_speedup": wall,
+               "untuned_match_nfe": untuned_nfe, "nfe_speedup_of_tuning": untuned_nfe / match_nfe,
+               "untuned_nfe_ratio": baseline_nfe / untuned_nfe, "wall_clock_speedup_of_tuning": wall,
+               "ratio_meaning": ("wall_clock_speedup_of_tuning: images/s of skip-tuned sampling at the NFE where it "
+                                 "matches the baseline over images/s of untuned sampling at the NFE where it matches; "
+                                 "untuned_nfe_ratio: baseline NFE over the untuned sampler's, a property of the "
+                                 "sampler, not of Skip-Tuning"),
                "channels_last_speedup_9nfe": statistics.median(layout["contiguous"]) / statistics.median(layout["channels_last"])}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -99,10 +108,12 @@ def main(argv=None) -> int:
               f"{r['tuned_over_untuned_time']:.3f} |" for r in rows]
     lines += ["", f"Weights and activations in channels_last layout (the chapter's choice) sample "
                   f"{results['channels_last_speedup_9nfe']:.2f}× as fast as in the contiguous (NCHW) layout (9 NFE, same run)."]
-    lines += ["", f"Chapter 03 matches the {baseline_nfe}-NFE baseline with Skip-Tuning at {match_nfe} NFE: NFE ratio "
-                  f"{baseline_nfe / match_nfe:.2f}, wall-clock speed-up "
-                  + (f"{wall:.2f}× (skip-tuned at {match_nfe} NFE against untuned at {baseline_nfe}, timed here)."
-                     if wall else "n/a.")]
+    lines += ["", f"Chapter 03 matches the {baseline_nfe}-NFE baseline with Skip-Tuning at {match_nfe} NFE and without "
+                  f"it at {untuned_nfe} NFE. Speed-up of Skip-Tuning: {untuned_nfe / match_nfe:.2f}× in NFE, "
+                  + (f"{wall:.2f}× in wall-clock (skip-tuned at {match_nfe} NFE against untuned at {untuned_nfe}, "
+                     "timed here)" if wall else "n/a in wall-clock")
+                  + f". The untuned sampler alone needs {baseline_nfe / untuned_nfe:.2f}× fewer NFE than the "
+                    "baseline: a property of the sampler, not of Skip-Tuning."]
     (args.out / "benchmark.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
