@@ -112,8 +112,8 @@ print(f"scale={scale}, device={dev}, torch {torch.__version__}, {torch.get_num_t
 #   exponential average with $\beta_2 = 0.999$ is known to separate by an order of magnitude.
 # * **Reddi et al.'s counterexample** (§5): on the deterministic online form, started at the worst
 #   point, AdaX's mean final iterate ends within the registered tolerance of the optimum at its best
-#   learning rate of a wide grid, while Adam's does not get past the midpoint at any (a float64 check
-#   against a tolerance, as the identities). Positive control: the same rule with AMSGrad in AdaX's
+#   learning rate of a wide grid, while Adam's gets no further than that tolerance past the midpoint
+#   at any (a float64 check against a tolerance, as the identities). Positive control: the same rule with AMSGrad in AdaX's
 #   place, the pair the counterexample was built to separate.
 # * **Fashion-MNIST, long run** (§6): each optimizer's learning rate is picked on held-out
 #   *validation* images (mean over seeds); claims are judged on *test* accuracy at that lr,
@@ -554,15 +554,15 @@ for (direction, name), grp in mem.groupby(["direction", "optimizer"]):
 # 10% of the steps to the optimum, $|\bar x + 1|$ (0 optimal, 2 the start). The online form is
 # deterministic: each optimizer runs once at every $\alpha$ of a grid spanning five orders of
 # magnitude, and the claim is judged there, as Reddi et al. state it: AdaX reaches the optimum (within
-# the registered tolerance) at its best $\alpha$, while Adam does not get past the midpoint $x = 0$ at
-# *any* $\alpha$. Positive control: the same rule with AMSGrad in AdaX's place (the pair the problem was
+# the registered tolerance) at its best $\alpha$, while Adam's mean iterate gets no further than the
+# tolerance past the midpoint $x = 0$ at *any* $\alpha$. Positive control: the same rule with AMSGrad in AdaX's place (the pair the problem was
 # built to separate). The stochastic form, where noise enters, is run over `counterexample_seeds`
 # gradient streams at each optimizer's online $\alpha$ and shown beside it. (The AdaX paper motivates
 # itself with a synthetic *non-convex* problem of its own; its definition was not available offline
 # when this section was written, so it is not run here.)
 
 # %%
-ce_alphas = [0.002, 0.008, 0.03, 0.12, 0.5, 2.0, 8.0, 32.0, 128.0]   # α of lr α/√t; SGD's are 1000× smaller
+ce_alphas = [0.002, 0.008, 0.03, 0.12, 0.5, 2.0, 8.0, 32.0, 128.0, 512.0]   # α of lr α/√t; SGD's 1000× smaller
 ce_opts = {
     "Adam": (lambda g: torch.optim.Adam(g, betas=(beta1, 0.99), foreach=False), ce_alphas),
     "AMSGrad": (lambda g: torch.optim.Adam(g, betas=(beta1, 0.99), amsgrad=True, foreach=False), ce_alphas),
@@ -955,8 +955,8 @@ for a, b in pairs:
     adj = verdicts.holm([d.p if np.isfinite(d.p) else 1.0 for d in diffs])
     for k, (d, p_adj) in enumerate(zip(diffs, adj)):
         matched_rows.append({"comparison": f"{a} − {b}", "learning rate": num(lrs[k]),
-                             "mean difference (pts)": d.estimate, f"{100 * (1 - 2 * ALPHA):.0f}% CI low": d.low,
-                             f"{100 * (1 - 2 * ALPHA):.0f}% CI high": d.high, "Holm-adjusted p": p_adj})
+                             "mean difference (pts)": d.estimate, f"{100 * (1 - 2 * ALPHA):.0f}% CI low (unadjusted)": d.low,
+                             f"{100 * (1 - 2 * ALPHA):.0f}% CI high (unadjusted)": d.high, "Holm-adjusted p": p_adj})
 matched = pd.DataFrame(matched_rows).set_index(["comparison", "learning rate"])
 report.show(matched, name="long_run_matched_lr", caption=(
     f"Test accuracy, first optimizer minus second at the same learning rate, in percentage points, paired by seed "
@@ -1184,11 +1184,18 @@ report.finding(
     + f". Positive control (Adam and SGD+momentum differ by more than {fmt(ctl_margin)} pts): "
     + ("passed" if sgd_control.verdict == SUPPORTED else "failed") + f" ({sgd_control.evidence}).")
 report.finding(f"**AdaX vs Adam** → {word('improves_on_adam')}: {gain_reading('improves_on_adam', improve_parts)}.")
+ce_stoch_diff = verdicts.difference(ce_dist["AdaX"], ce_dist["Adam"], paired=True, level=1 - 2 * ALPHA)
 report.finding(f"**Reddi et al.'s counterexample** (online form, from the worst point) → "
                f"{word('counterexample_converges')}: at its best α AdaX ends "
                f"{fmt(float(ce_dist_by_alpha['AdaX'].min()), 2)} from the optimum and AMSGrad "
-               f"{fmt(float(ce_dist_by_alpha['AMSGrad'].min()), 2)}, while Adam's closest over the α grid is "
-               f"{fmt(float(ce_dist_by_alpha['Adam'].min()), 2)} (tolerance {fmt(ce_tol)}).")
+               f"{fmt(float(ce_dist_by_alpha['AMSGrad'].min()), 2)}, while Adam's mean iterate gets at most "
+               f"{fmt(adam_past_mid, 2)} past the midpoint at any α (its closest distance {fmt(float(ce_dist_by_alpha['Adam'].min()), 2)}; "
+               f"tolerance {fmt(ce_tol)} on both). On the stochastic form at this horizon (shown, not judged), "
+               + ("AdaX ends nearer x* than Adam but far from it" if ce_stoch_diff.high < 0 else
+                  "AdaX ends further from x* than Adam" if ce_stoch_diff.low > 0 else
+                  "the streams do not separate AdaX from Adam")
+               + f": AdaX − Adam distance {ce_stoch_diff.text()}; AdaX {pm(ce_dist['AdaX'])}, AMSGrad "
+               f"{pm(ce_dist['AMSGrad'])} from x*.")
 report.finding(f"**AdaX vs SGD+momentum** (non-inferiority) → {word('catches_up_with_sgd')}: AdaX "
                f"{pm(acc_best['AdaX'])}%, SGD+momentum {pm(acc_best['SGD+momentum'])}%, Adam {pm(acc_best['Adam'])}%; "
                "'catching up' is judged only where SGD+momentum leads Adam by more than "
