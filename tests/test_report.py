@@ -84,3 +84,40 @@ def test_progress_off_a_terminal_says_when_a_short_loop_ends():
     list(progress(range(3), desc="short", file=out))       # well under the 30 s between lines
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("short:") and "0/3" in lines[0] and "3/3" in lines[-1]
+
+
+def test_a_failed_control_caps_contradictions_equivalences_and_non_inferiority_but_not_gains(tmp_path):
+    """Report.claims applies each claim's registered control: a blind testbed can neither contradict a claim
+    nor 'show' an equivalence or a non-inferiority (both rule names), while a gain it found stands."""
+    import pandas as pd
+    from kexue.verdicts import Verdict
+    reg = tmp_path / "claims.yaml"
+    reg.write_text("chapter: 04_adax\nclaims:\n"
+                   "  - {id: gain, claim: g, source: article, rule: superiority, control: ctl}\n"
+                   "  - {id: against, claim: a, source: article, rule: superiority, control: ctl}\n"
+                   "  - {id: eq, claim: e, source: article, rule: equivalence (TOST), control: ctl}\n"
+                   "  - {id: noninf, claim: n, source: paper, rule: non-inferiority (A + m beats B), control: ctl}\n"
+                   "  - {id: free, claim: f, source: probe, rule: equivalence, control: null}\n")
+    rep = Report(tmp_path / "04_adax", registry_file=reg)
+    failed = Verdict("inconclusive at this scale", "straddles", "known pair: straddles")
+    table = rep.claims({"gain": Verdict("supported", "significant", "g"),
+                        "against": Verdict("contradicted", "inside_margin", "a"),
+                        "eq": Verdict("supported", "equivalent", "e"),
+                        "noninf": Verdict("supported", "significant", "n"),
+                        "free": Verdict("supported", "equivalent", "f")},
+                       controls={"ctl": failed}, rerun_dir=tmp_path / "none").set_index("id")
+    got = {i: (r.verdict, r.reason) for i, r in table.iterrows()}
+    capped = ("inconclusive at this scale", "testbed_cannot_discriminate")
+    assert got == {"gain": ("supported", "significant"), "against": capped, "eq": capped, "noninf": capped,
+                   "free": ("supported", "equivalent")}
+    assert pd.read_csv(rep.dir / "tables" / "claims.csv").set_index("id").loc["noninf", "control"].startswith("failed")
+
+
+def test_claims_summary_plurals(tmp_path):
+    import pandas as pd
+    from kexue.claims import claims_summary
+    f = tmp_path / "claims.csv"
+    pd.DataFrame({"id": range(3), "claim": list("abc"), "source": ["article", "identity", "identity"],
+                  "verdict": ["supported"] * 3, "reason": ["significant", "within_tolerance", "within_tolerance"]}
+                 ).to_csv(f, index=False)
+    assert claims_summary(f) == "1 claims: 1 supported — and 2 identities: 2 supported"
