@@ -73,6 +73,15 @@ def _sh(cwd, *cmd, env, timeout=120):
     return done.stdout
 
 
+def _start_workers(cwd, env, log):
+    """`dvc queue start` leaves worker daemons behind that inherit its stdout: with a pipe,
+    `subprocess.run` would wait for the workers to finish, so its output goes to a file."""
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=cwd, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+    assert done.returncode == 0, Path(log).read_text()
+
+
 def _clone(src, dest, env, *args):
     _sh(dest.parent, "git", "clone", "-q", *args, str(src), str(dest), env=env)
     return dest
@@ -112,8 +121,8 @@ def test_queued_pair_runs_with_own_params_and_workspace_untouched(tmp_path):
     for name, lr in (("lr-small", "0.001"), ("lr-big", "0.004")):
         _sh(clone, sys.executable, "-m", "dvc", "exp", "run", "--queue", "-n", name, "-S", f"adax.lr={lr}",
             "-S", "common.scale=smoke", env=env)
-    _sh(clone, sys.executable, "-m", "dvc", "queue", "start", "-j", "2", env=env)
-    deadline = time.time() + 300
+    _start_workers(clone, env, tmp_path / "queue-start.log")
+    deadline = time.time() + 480
     while time.time() < deadline:
         status = _sh(clone, sys.executable, "-m", "dvc", "queue", "status", env=env)
         if "Queued" not in status and "Running" not in status:
