@@ -275,6 +275,40 @@ def test_unet_shapes_and_skips():
     assert float(out.abs().max()) == 0
 
 
+def test_unet_with_two_blocks_per_level_has_a_skip_per_block():
+    net = SkipUNet(channels=(16, 32, 64), emb_dim=32, blocks=2)
+    assert net.n_skips == 7 and len(net.res_blocks()) == 6 + 1 + 7
+    assert net.skip_stages == [0, 0, 0, 1, 1, 2, 2]
+    feats = {}
+    for k, m in enumerate(net.skips):
+        m.register_forward_hook(lambda mod, inp, out, k=k: feats.__setitem__(k, tuple(out.shape)))
+    with torch.no_grad():
+        out = net(torch.randn(2, 1, 28, 28), torch.zeros(2))
+    assert out.shape == (2, 1, 28, 28)
+    assert feats == {0: (2, 16, 28, 28), 1: (2, 16, 28, 28), 2: (2, 16, 28, 28), 3: (2, 32, 14, 14),
+                     4: (2, 32, 14, 14), 5: (2, 64, 7, 7), 6: (2, 64, 7, 7)}
+    # The decoder block of each skip works at that skip's resolution.
+    assert [net.dec[k].conv2.out_channels for k in range(7)] == [16, 16, 16, 32, 32, 64, 64]
+    with pytest.raises(ValueError, match="blocks"):
+        SkipUNet(channels=(16, 32), blocks=0)
+
+
+def test_noise_embedding_frequencies_and_old_checkpoints():
+    """The embedding's frequencies run geometrically from 0.1 to max_freq; a config without the new keys (the
+    first committed networks) builds the network those were trained as (4 skips, frequencies up to 100)."""
+    new = SkipUNet(channels=(8, 16, 32), emb_dim=16, blocks=2, max_freq=2.0)
+    old = SkipUNet(**{"in_ch": 1, "channels": [8, 16, 32], "emb_dim": 16})
+    f_new, f_old = new.embed.freqs.double(), old.embed.freqs.double()
+    torch.testing.assert_close(f_new, torch.logspace(-1, math.log10(2.0), 16, dtype=torch.float64), rtol=1e-6, atol=0)
+    assert abs(float(f_old[-1]) - 100) < 1e-3 and old.n_skips == 4 and new.n_skips == 7
+    # Smooth in sigma: over EDM's range (c_noise = ln(sigma)/4 for sigma in [0.002, 80]) the fastest sinusoid of the new
+    # embedding turns fewer than 6 times, the old one about 265 times.
+    span = (math.log(80) - math.log(0.002)) / 4
+    assert float(f_new[-1]) * span < 6 < 200 < float(f_old[-1]) * span
+    with pytest.raises(ValueError, match="max_freq"):
+        SkipUNet(channels=(8, 16), max_freq=0.05)
+
+
 def test_unit_scales_leave_the_output_unchanged_bit_for_bit():
     net = random_unet(2, dtype=torch.float32)
     den = EDMPrecond(net, SD)
@@ -338,6 +372,11 @@ def test_freeu_backbone_and_skip_filter_act_where_named():
     ref_in = {k: v.clone() for k, v in dec_in.items()}
     b, s = freeu_scales(net.n_skips, b1=1.5, b2=1.2, s1=0.3, s2=0.6)
     assert b == [1.0, 1.2, 1.5] and s == [1.0, 0.6, 0.3]
+    # With two blocks per resolution FreeU scales every block of the two innermost stages.
+    b7, s7 = freeu_scales(7, b1=1.5, b2=1.2, s1=0.3, s2=0.6, stages=[0, 0, 0, 1, 1, 2, 2])
+    assert b7 == [1.0, 1.0, 1.0, 1.2, 1.2, 1.5, 1.5] and s7 == [1.0, 1.0, 1.0, 0.6, 0.6, 0.3, 0.3]
+    with pytest.raises(ValueError, match="stages"):
+        freeu_scales(3, stages=[0, 0, 0])
     net.set_backbone_scales([1.0, 1.0, 1.5])           # innermost decoder block only
     net(x, c)
     k, cs = 2, enc[2].shape[1]
@@ -463,10 +502,20 @@ def test_generate_is_batched_heun_from_scaled_noise():
 @pytest.mark.skipif(not (DATA_DIR / "fashion_mnist" / "train_images.npy").exists(), reason="run the data stage")
 def test_training_repeats_exactly_and_the_ema_moves():
     p = {f.name: f.default for f in dataclasses.fields(SkipTuningParams)}
-    p.update(seed=3, threads=1, train_steps=3, train_batch=4, train_warmup=2, width=8)
+    p.update(seed=3, threads=1, train_steps=3, train_batch=4, train_warmup=2, width=8, heldout_every=2,
+             heldout_images=6)
     ema_a, summary = train_unet(p)
     ema_b, _ = train_unet(p)
     assert summary["steps"] == 3 and all(math.isfinite(v) for v in summary["loss_curve"])
+    # Held-out loss after updates 2 and 3 (the last): the EMA network's EDM loss on the first test images with a
+    # fixed noise stream, repeated here by hand for the final network.
+    assert summary["heldout_steps"] == [2, 3] and summary["heldout_images"] == 6
+    from kexue.data import load_fashion_mnist
+    x_held = load_fashion_mnist(train=False)[0][:6] * 2 - 1
+    with torch.no_grad():
+        by_hand = float(edm_loss(ema_a, x_held, torch.Generator().manual_seed(10_000), p["p_mean"], p["p_std"],
+                                 p["sigma_data"]))
+    assert summary["heldout_loss"][-1] == pytest.approx(by_hand, rel=1e-6)
     for a, b in zip(ema_a.parameters(), ema_b.parameters()):
         assert torch.equal(a, b)
     # The zero-initialised output conv has moved: the EMA network is no longer the c_skip x identity.

@@ -270,14 +270,20 @@ def skip_scales(n_skips: int, rho_top: float, rho_bottom: float) -> list[float]:
     return [float(rho_top + (rho_bottom - rho_top) * k / (n_skips - 1)) for k in range(n_skips)]
 
 
-def freeu_scales(n_skips: int, b1: float = 1.2, b2: float = 1.4, s1: float = 0.9, s2: float = 0.2
-                 ) -> tuple[list[float], list[float]]:
-    """FreeU's factors as (backbone_scales, skip_lowfreq_scales), outermost skip first: the innermost
-    decoder block gets (b1, s1), the next one out (b2, s2), the rest 1.0 (FreeU v1 applies them to
-    the two lowest-resolution decoder stages; defaults are its Stable Diffusion 1.x values)."""
+def freeu_scales(n_skips: int, b1: float = 1.2, b2: float = 1.4, s1: float = 0.9, s2: float = 0.2,
+                 stages: Sequence[int] | None = None) -> tuple[list[float], list[float]]:
+    """FreeU's factors as (backbone_scales, skip_lowfreq_scales), outermost skip first: every decoder
+    block of the innermost (lowest-resolution) stage gets (b1, s1), every block of the next stage out
+    (b2, s2), the rest 1.0, as FreeU v1 does on the two lowest-resolution decoder stages; defaults are
+    its Stable Diffusion 1.x values. `stages[k]`: the resolution stage of skip k (higher = coarser;
+    `SkipUNet.skip_stages`); None: one skip per stage."""
     _check("n_skips", n_skips, isinstance(n_skips, int) and n_skips >= 2, "must be an int >= 2")
-    b, s = [1.0] * n_skips, [1.0] * n_skips
-    b[-1], s[-1], b[-2], s[-2] = b1, s1, b2, s2
+    stages = list(range(n_skips)) if stages is None else [int(v) for v in stages]
+    _check("stages", stages, len(stages) == n_skips and len(set(stages)) >= 2 and stages == sorted(stages),
+           f"need one non-decreasing stage per skip ({n_skips}) and at least two stages")
+    inner, next_out = sorted(set(stages))[-1], sorted(set(stages))[-2]
+    b = [b1 if st == inner else b2 if st == next_out else 1.0 for st in stages]
+    s = [s1 if st == inner else s2 if st == next_out else 1.0 for st in stages]
     return b, s
 
 
@@ -351,11 +357,16 @@ class SkipConnection(nn.Module):
 
 
 class NoiseEmbedding(nn.Module):
-    """c_noise [B] -> sinusoids at geometric frequencies 0.1..100 -> 2-layer MLP -> [B, emb_dim]."""
+    r"""c_noise [B] -> sinusoids at geometric frequencies `min_freq`..`max_freq` (cycles per unit of c_noise)
+    -> 2-layer MLP -> [B, emb_dim]. With EDM's $c_\text{noise} = \tfrac14\ln\sigma$ the sampling range
+    $\sigma\in[0.002, 80]$ spans 2.65 units, so `max_freq` 2 gives at most about 5 periods over it: the
+    embedding, and so $D(x;\sigma)$, stays smooth in $\sigma$ (the first networks used 100, about 265 periods)."""
 
-    def __init__(self, emb_dim: int, n_freqs: int = 16):
+    def __init__(self, emb_dim: int, n_freqs: int = 16, min_freq: float = 0.1, max_freq: float = 100.0):
         super().__init__()
-        self.register_buffer("freqs", torch.logspace(-1, 2, n_freqs), persistent=False)
+        _check("max_freq", max_freq, 0 < min_freq < max_freq < math.inf, f"must exceed min_freq ({min_freq}) > 0")
+        freqs = torch.logspace(math.log10(min_freq), math.log10(max_freq), n_freqs)
+        self.register_buffer("freqs", freqs, persistent=False)
         self.mlp = nn.Sequential(nn.Linear(2 * n_freqs, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
 
     def forward(self, c_noise: torch.Tensor) -> torch.Tensor:
@@ -366,27 +377,33 @@ class NoiseEmbedding(nn.Module):
 class SkipUNet(nn.Module):
     r"""A small U-Net $F(x; c_\text{noise})$ whose skips each carry a scale.
 
-    Encoder: `conv_in` (skip 0, the outermost), then one ResBlock per level (skips 1..L), with 2x
-    average pooling between levels; a middle ResBlock; decoder block `dec[k]` takes
-    `cat([backbone, skip k])` (the GroupNorm follows the concatenation, the 1x1 residual conv sees
-    the raw concatenation) and 2x nearest upsampling where the resolution grows. No attention (CPU budget).
-    For `channels=(32, 64, 64)` on 28x28: skips at 28, 28, 14, 7 pixels with 32, 32, 64, 64 channels.
+    Encoder: `conv_in` (skip 0, the outermost), then `blocks` ResBlocks per level (each one a skip,
+    as in EDM's networks), with 2x average pooling before each level after the first; a middle
+    ResBlock; decoder block `dec[k]` takes `cat([backbone, skip k])` (the GroupNorm follows the
+    concatenation, the 1x1 residual conv sees the raw concatenation) and 2x nearest upsampling where
+    the resolution grows. No attention (CPU budget). For `channels=(32, 64, 64)`, `blocks=1` on 28x28:
+    skips at 28, 28, 14, 7 pixels with 32, 32, 64, 64 channels; `blocks=2`: 7 skips (28 x3, 14 x2, 7 x2).
+    `max_freq`: the noise embedding's highest frequency (`NoiseEmbedding`).
 
     Knobs (all None = the trained network, bit for bit):
     `skip_scales` (one per skip, outermost first), `backbone_scales` and `skip_lowfreq_scales`
     (FreeU, per decoder block = per skip), `residual_scales` (one per ResBlock, in `res_blocks()` order).
     """
 
-    def __init__(self, in_ch: int = 1, channels: Sequence[int] = (32, 64, 64), emb_dim: int = 128):
+    def __init__(self, in_ch: int = 1, channels: Sequence[int] = (32, 64, 64), emb_dim: int = 128, blocks: int = 1,
+                 max_freq: float = 100.0):
         super().__init__()
         channels = [int(c) for c in channels]
         _check("channels", channels, len(channels) >= 1 and all(c >= GROUP_SIZE and c % GROUP_SIZE == 0 for c in channels),
                f"need at least one level, each a positive multiple of {GROUP_SIZE}")
-        self.config = {"in_ch": in_ch, "channels": channels, "emb_dim": emb_dim}
-        self.embed = NoiseEmbedding(emb_dim)
+        _check("blocks", blocks, int(blocks) == blocks and blocks >= 1, "need at least one ResBlock per level")
+        self.config = {"in_ch": in_ch, "channels": channels, "emb_dim": emb_dim, "blocks": int(blocks),
+                       "max_freq": float(max_freq)}
+        self.embed = NoiseEmbedding(emb_dim, max_freq=max_freq)
         self.conv_in = nn.Conv2d(in_ch, channels[0], 3, padding=1)
-        skip_ch = [channels[0]] + channels                              # channels of skip k
-        self.enc = nn.ModuleList(ResBlock(skip_ch[i], channels[i], emb_dim) for i in range(len(channels)))
+        self.levels = [lv for lv in range(len(channels)) for _ in range(int(blocks))]   # level of encoder block i
+        skip_ch = [channels[0]] + [channels[lv] for lv in self.levels]               # channels of skip k
+        self.enc = nn.ModuleList(ResBlock(skip_ch[i], skip_ch[i + 1], emb_dim) for i in range(len(self.levels)))
         self.mid = ResBlock(channels[-1], channels[-1], emb_dim)
         # dec[k] follows dec[k + 1] (whose output has skip k+1's channels); the innermost follows `mid`
         dec_in = skip_ch[1:] + [channels[-1]]
@@ -400,6 +417,11 @@ class SkipUNet(nn.Module):
     @property
     def n_skips(self) -> int:
         return len(self.skips)
+
+    @property
+    def skip_stages(self) -> list[int]:
+        """Resolution stage of each skip, outermost first (0 = full resolution; `conv_in` is stage 0)."""
+        return [0] + list(self.levels)
 
     def _per_skip(self, name: str, values) -> list | None:
         if values is None:
@@ -462,7 +484,7 @@ class SkipUNet(nn.Module):
         h = self.conv_in(x)                                         # [B, c0, H, W]
         feats = [h]                                                 # encoder features, outermost first
         for i, block in enumerate(self.enc):
-            if i > 0:
+            if i > 0 and self.levels[i] > self.levels[i - 1]:
                 h = F.avg_pool2d(h, 2)                              # [B, c, H/2, W/2]
             h = block(h, emb)
             feats.append(h)
@@ -565,12 +587,16 @@ def speedup_rule(tuned_nfe: int | None, untuned_nfe: int | None, baseline_nfe: i
 class SkipTuningParams:
     """params.yaml `skip_tuning`: the chapter-03 U-Net training and sampling (validated by kexue.config)."""
 
-    train_steps: int = param(2000, lo=1, hi=10**7, doc="Adam updates of the U-Net (at most 11 min on 2 CPU cores)")
+    train_steps: int = param(11000, lo=1, hi=10**7, doc="Adam updates of the U-Net (the training stage: at most 60 min on 2 CPU cores)")
     train_batch: int = param(64, lo=2, hi=4096)
     train_lr: float = param(2e-3, lo=0.0, hi=1.0, doc="Adam lr after the linear warmup")
     train_warmup: int = param(200, lo=0, hi=10**6, doc="linear lr warmup, in updates")
-    ema_halflife: int = param(500, lo=1, hi=10**7, doc="EMA of the weights: half-life in updates")
+    ema_halflife: int = param(1000, lo=1, hi=10**7, doc="EMA of the weights: half-life in updates")
     width: int = param(16, lo=8, hi=512, doc="U-Net channels (width, 2 width, 4 width) at 28/14/7 pixels; a multiple of 8")
+    blocks: int = param(2, lo=1, hi=8, doc="ResBlocks (= skips) per resolution; EDM's networks have 2 or more")
+    emb_max_freq: float = param(2.0, lo=0.01, hi=1000.0, doc="highest noise-embedding frequency, cycles per unit of ln(sigma)/4")
+    heldout_every: int = param(500, lo=1, hi=10**7, doc="updates between held-out losses of the EMA network")
+    heldout_images: int = param(1000, lo=8, hi=10000, doc="test images of the held-out loss (fixed noise levels and draws)")
     sigma_data: float = param(0.5, lo=1e-3, hi=10.0, doc="EDM sigma_d (data std assumed by the preconditioning)")
     p_mean: float = param(-1.2, lo=-10.0, hi=10.0, doc="training ln sigma ~ N(p_mean, p_std^2)")
     p_std: float = param(1.2, lo=1e-3, hi=10.0)
@@ -646,10 +672,22 @@ def train_unet(p: dict, device: torch.device | str = "cpu", log=None, callback=N
     device = torch.device(device)
     x = fashion_train_images()
     gen = torch.Generator().manual_seed(p["seed"])
-    net = SkipUNet(channels=(p["width"], 2 * p["width"], 4 * p["width"])).to(device)
+    net = SkipUNet(channels=(p["width"], 2 * p["width"], 4 * p["width"]), blocks=p["blocks"],
+                   max_freq=p["emb_max_freq"]).to(device)
     model = EDMPrecond(net, p["sigma_data"])
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=p["train_lr"])
+    from .data import load_fashion_mnist
+    x_held = load_fashion_mnist(train=False)[0][:p["heldout_images"]] * 2 - 1              # [N, 1, 28, 28]
+    held = []                                                                              # (step, loss)
+
+    @torch.no_grad()
+    def heldout_loss(step):
+        """EDM loss of the EMA network on test images with the same noise levels and draws every time."""
+        parts = [edm_loss(ema, xb.to(device), torch.Generator().manual_seed(10_000 + i), p["p_mean"], p["p_std"],
+                          p["sigma_data"]) * len(xb) for i, xb in enumerate(x_held.split(500))]
+        held.append((step, float(sum(parts)) / len(x_held)))
+
     losses, t0 = [], time.time()
     steps = range(p["train_steps"])
     if log is not None:
@@ -668,13 +706,17 @@ def train_unet(p: dict, device: torch.device | str = "cpu", log=None, callback=N
             for pe, pm in zip(ema.parameters(), model.parameters()):
                 pe.lerp_(pm, 1 - beta)
         losses.append(loss.item())
+        if (step + 1) % p["heldout_every"] == 0 or step + 1 == p["train_steps"]:
+            heldout_loss(step + 1)
         if callback is not None:
             callback(step + 1, ema)
     seconds = time.time() - t0
     chunks = torch.tensor(losses).split(max(1, len(losses) // 20))
     summary = {"steps": p["train_steps"], "loss_first_100": float(torch.tensor(losses[:100]).mean()),
                "loss_last_100": float(torch.tensor(losses[-100:]).mean()),
-               "loss_curve": [float(c.mean()) for c in chunks]}
+               "loss_curve": [float(c.mean()) for c in chunks],
+               "heldout_steps": [h[0] for h in held], "heldout_loss": [h[1] for h in held],
+               "heldout_images": len(x_held)}
     return ema, {**summary, "_seconds": seconds}
 
 
@@ -726,7 +768,8 @@ def main(argv: list[str] | None = None) -> int:
     imgs = generate(den, p["eval_samples"], sigmas, torch.Generator().manual_seed(p["seed"] + 1), device=device)
     nfe = 2 * p["baseline_steps"] - 1
     metrics = {**summary, "baseline_nfe": nfe, "baseline_fd": classifier_fd(imgs.to(device), real_feats, classifier),
-               "eval_samples": p["eval_samples"], "sha256": digest}
+               "eval_samples": p["eval_samples"], "sha256": digest, "train_seconds": round(seconds),
+               "device": str(device), "threads": p["threads"], "config": den.net.config}
     metrics_path = args.metrics if args.metrics.is_absolute() else ROOT / args.metrics
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
