@@ -21,8 +21,8 @@ $(VENV)/.installed: pyproject.toml
 
 # Debian packages, installed when we may (root with apt-get; otherwise say what is missing):
 # the offline source of Fashion-MNIST (DESIGN.md "Data"), the two Bible translations of chapter 05
-# (SWORD modules read by libsword-utils' mod2vpl), and Chromium for the browser test.
-DEBS := dataset-fashion-mnist libsword-utils sword-text-kjv sword-text-web chromium chromium-driver
+# and Nave's Topical Bible (SWORD modules read by libsword-utils' mod2vpl/mod2imp), and Chromium for the browser test.
+DEBS := dataset-fashion-mnist libsword-utils sword-text-kjv sword-text-web sword-dict-naves chromium chromium-driver
 SWORD_MODS := /usr/share/sword/mods.d
 system-deps:
 	@missing=""; \
@@ -30,6 +30,7 @@ system-deps:
 	command -v mod2vpl >/dev/null || missing="$$missing libsword-utils"; \
 	[ -f $(SWORD_MODS)/engKJV2006eb.conf ] || missing="$$missing sword-text-kjv"; \
 	[ -f $(SWORD_MODS)/engWEB2015eb.conf ] || missing="$$missing sword-text-web"; \
+	[ -f $(SWORD_MODS)/nave.conf ] || missing="$$missing sword-dict-naves"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v chromedriver >/dev/null || missing="$$missing chromium-driver"; \
 	if [ -n "$$missing" ]; then \
@@ -46,9 +47,10 @@ repro: venv system-deps
 
 # Unit tests, the browser test of the committed reports, then every chapter notebook at smoke
 # scale under nbval, in one pytest run. The data stage rebuilds data/ (content-addressed: same
-# hashes as dvc.lock); the feature classifier is committed, so nothing else is rebuilt.
+# hashes as dvc.lock); the feature classifier, the U-Net and chapter 05's trained scores are committed, so
+# nothing else is rebuilt.
 test: venv system-deps
-	$(BIN)/dvc repro data bible_pairs
+	$(BIN)/dvc repro data bible_pairs nave_topics
 	rm -rf build/nbval
 	$(BIN)/python -m kexue.run --scale smoke --prepare-only build/nbval $$($(BIN)/python -c "from kexue.run import SECTIONS; print(*SECTIONS)")
 	$(BIN)/python -m pytest tests build/nbval --nbval-lax -p no:cacheprovider

@@ -313,3 +313,50 @@ def test_the_source_used_is_said(tmp_path, fake_source, monkeypatch, capsys):
     monkeypatch.setattr(data, "_download_with_torchvision", lambda dest: fake_source)
     prepare_fashion_mnist(tmp_path / "fm2", sources=[tmp_path / "nowhere"], allow_download=True)
     assert "fashion_mnist: source torchvision's download" in capsys.readouterr().err
+
+
+# --- Nave's Topical Bible (chapter 05's topic task) ---
+
+def test_osis_verses_expands_short_ranges_only():
+    from kexue.data import NAVE_MAX_RANGE, osis_verses
+    assert osis_verses("Exod.6.16") == [("Exod", 6, 16)]
+    assert osis_verses("Exod.6.16-Exod.6.18") == [("Exod", 6, 16), ("Exod", 6, 17), ("Exod", 6, 18)]
+    assert osis_verses("1Chr.24") == []                                       # a whole chapter
+    assert osis_verses("Gen.1.30-Gen.2.3") == []                              # across chapters
+    assert osis_verses(f"Ps.119.1-Ps.119.{NAVE_MAX_RANGE + 1}") == []          # a passage
+    assert len(osis_verses(f"Ps.119.1-Ps.119.{NAVE_MAX_RANGE}")) == NAVE_MAX_RANGE
+
+
+def test_parse_nave_reads_subtopics_and_their_verses():
+    from kexue.data import parse_nave
+    imp = ('$$$AARON\n<entryFree n="AARON"> <def> <lb/>→ Lineage of <ref osisRef="Exod.6.16-Exod.6.17">Ex 6:16-17'
+           '</ref>; <ref osisRef="1Chr.6">1Ch 6</ref> <lb/>→ Marriage of <ref osisRef="Exod.6.23">Ex 6:23</ref>,'
+           '<ref osisRef="Exod.6.23">23</ref></def></entryFree>\n$$$ABBA\n<entryFree> <def>Father '
+           '<ref osisRef="Mark.14.36">Mr 14:36</ref></def></entryFree>\n')
+    assert parse_nave(imp) == [("AARON", "Lineage of", "Exod", 6, 16), ("AARON", "Lineage of", "Exod", 6, 17),
+                               ("AARON", "Marriage of", "Exod", 6, 23), ("ABBA", "Father", "Mark", 14, 36)]
+
+
+def test_nave_errors_say_how_to_get_it_and_keep_earlier_data(tmp_path, monkeypatch):
+    from kexue.data import DataError, prepare_nave_topics
+    with pytest.raises(DataError, match="nave.imp not found.*sword-dict-naves"):
+        prepare_nave_topics(tmp_path / "out", imp_folder=tmp_path)
+    (tmp_path / "nave.imp").write_text('$$$A\n<lb/>→ x <ref osisRef="Gen.1.1">Ge 1:1</ref>\n', encoding="utf-8")
+    with pytest.raises(DataError, match="only 1 topic verses"):
+        prepare_nave_topics(tmp_path / "out", imp_folder=tmp_path)
+    assert not (tmp_path / "out" / "topics.tsv").exists()
+    monkeypatch.setenv("PATH", str(tmp_path))                                  # no mod2imp on the PATH
+    with pytest.raises(DataError, match="mod2imp.*not installed"):
+        prepare_nave_topics(tmp_path / "out")
+
+
+def test_nave_topics_as_recorded():
+    """The real file, when its stage has run (it has, in `make test`): every book is one of pairs.tsv's."""
+    from kexue.data import BIBLE_BOOKS, NAVE_FILES, load_nave_topics
+    d = data.DATA_DIR / "nave_topics"
+    if not d.exists():
+        pytest.skip("nave_topics stage has not run")
+    data.verify_file(d / "topics.tsv", NAVE_FILES["topics.tsv"], "rebuild it")
+    rows = load_nave_topics()
+    assert len(rows) > 100_000 and {r["book"] for r in rows} <= set(BIBLE_BOOKS)
+    assert {"topic": "AARON", "subtopic": "Marriage of", "book": "Exodus", "chapter": 6, "verse": 23} in rows

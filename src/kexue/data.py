@@ -295,6 +295,7 @@ def load_mnist_digits(data_dir: Path = DATA_DIR / "mnist_digits") -> tuple[torch
 # --- verse-aligned Bible translations (chapter 05's paraphrase pairs) ---
 
 SWORD_MODULES = {"kjv": "engKJV2006eb", "web": "engWEB2015eb"}   # Debian's sword-text-kjv, sword-text-web
+BIBLE_BOOKS = tuple("Genesis|Exodus|Leviticus|Numbers|Deuteronomy|Joshua|Judges|Ruth|I Samuel|II Samuel|I Kings|II Kings|I Chronicles|II Chronicles|Ezra|Nehemiah|Esther|Job|Psalms|Proverbs|Ecclesiastes|Song of Solomon|Isaiah|Jeremiah|Lamentations|Ezekiel|Daniel|Hosea|Joel|Amos|Obadiah|Jonah|Micah|Nahum|Habakkuk|Zephaniah|Haggai|Zechariah|Malachi|Matthew|Mark|Luke|John|Acts|Romans|I Corinthians|II Corinthians|Galatians|Ephesians|Philippians|Colossians|I Thessalonians|II Thessalonians|I Timothy|II Timothy|Titus|Philemon|Hebrews|James|I Peter|II Peter|I John|II John|III John|Jude|Revelation of John".split("|"))   # as mod2vpl names them, canonical order
 BIBLE_FILES = {  # prepared file -> SHA-256, from Debian 12's sword-text-kjv 14.3-1 / sword-text-web 426.0-1
     "pairs.tsv": "8085d288970e323348c7131bc66803f24471b2178f6479db4e94165b567ea294"}
 BIBLE_MIN_PAIRS = 30000             # the full texts align on 31,095 verses
@@ -397,10 +398,115 @@ def load_bible_pairs(data_dir: Path = DATA_DIR / "bible_pairs") -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- Nave's Topical Bible (chapter 05)
+
+NAVE_MODULE = "Nave"                       # Debian's sword-dict-naves 3.0
+NAVE_FILES = {"topics.tsv": "9d70eebf85a5ae87b9a72a39919e18d3e034dc52cff4ab6737b7baee9611bc6d"}  # sword-dict-naves 3.0-1
+NAVE_HOW_TO_GET = ("Install it with `sudo apt-get install libsword-utils sword-dict-naves` (Debian/Ubuntu), or put "
+                   "`nave.imp` (the output of `mod2imp Nave` on any machine with that module) in a folder and set "
+                   "KEXUE_NAVE_IMP=/that/folder.")
+# OSIS book abbreviations in canonical order: the same 66 books, in the same order, as pairs.tsv's names
+OSIS_BOOKS = ("Gen Exod Lev Num Deut Josh Judg Ruth 1Sam 2Sam 1Kgs 2Kgs 1Chr 2Chr Ezra Neh Esth Job Ps Prov Eccl "
+              "Song Isa Jer Lam Ezek Dan Hos Joel Amos Obad Jonah Mic Nah Hab Zeph Hag Zech Mal Matt Mark Luke John "
+              "Acts Rom 1Cor 2Cor Gal Eph Phil Col 1Thess 2Thess 1Tim 2Tim Titus Phlm Heb Jas 1Pet 2Pet 1John 2John "
+              "3John Jude Rev").split()
+NAVE_MAX_RANGE = 10                        # a cited range longer than this many verses is a passage, not a verse
+_OSIS_REF = re.compile(r'osisRef="([^"]+)"')
+_OSIS_VERSE = re.compile(r"^(\w+)\.(\d+)\.(\d+)$")
+
+
+def osis_verses(ref: str) -> list[tuple[str, int, int]]:
+    """The verses an osisRef cites: 'Exod.6.16' -> one; 'Exod.6.16-Exod.6.20' -> five (a range within one
+    chapter of at most NAVE_MAX_RANGE verses); a whole chapter ('Exod.6'), a range across chapters or a
+    longer one -> none (a passage, not verses about one subtopic)."""
+    ends = ref.split("-")
+    if len(ends) > 2:
+        return []
+    m = [_OSIS_VERSE.match(e) for e in ends]
+    if not all(m):
+        return []
+    (b0, c0, v0), (b1, c1, v1) = (x.groups() for x in (m[0], m[-1]))
+    if (b0, c0) != (b1, c1) or not 0 <= int(v1) - int(v0) < NAVE_MAX_RANGE:
+        return []
+    return [(b0, int(c0), v) for v in range(int(v0), int(v1) + 1)]
+
+
+def parse_nave(imp: str) -> list[tuple[str, str, str, int, int]]:
+    """(topic, subtopic, osis book, chapter, verse) for every verse Nave's Topical Bible files under a
+    subtopic, from `mod2imp Nave`'s listing: an entry `$$$TOPIC` holds lines `→ subtopic text <ref .../>;
+    ...`; a line's verses are its subtopic's. Subtopic text is the line without markup."""
+    out = []
+    for entry in imp.split("$$$")[1:]:
+        topic, _, body = entry.partition("\n")
+        for line in re.split(r"<lb\s*/>", body):
+            head = line.split("<ref", 1)[0]
+            sub = re.sub(r"\s+", " ", _OTHER_TAGS.sub(" ", head)).strip(" →-—:;,.")
+            for ref in _OSIS_REF.findall(line):
+                for b, c, v in osis_verses(ref):
+                    out.append((topic.strip(), sub, b, c, v))
+    return list(dict.fromkeys(out))
+
+
+def _read_nave(folder: Path | None) -> str:
+    import subprocess
+    if folder is not None:
+        path = Path(folder) / "nave.imp"
+        if not path.is_file():
+            raise DataError(f"{path} not found. {NAVE_HOW_TO_GET}")
+        return path.read_text(encoding="utf-8")
+    try:
+        out = subprocess.run(["mod2imp", NAVE_MODULE], capture_output=True, text=True, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"`mod2imp` (libsword-utils) is not installed. {NAVE_HOW_TO_GET}") from None
+    if out.returncode != 0 or "$$$" not in out.stdout:
+        raise DataError(f"`mod2imp {NAVE_MODULE}` failed ({out.stderr.strip() or 'no entries'}). {NAVE_HOW_TO_GET}")
+    return out.stdout
+
+
+def prepare_nave_topics(out_dir: Path = DATA_DIR / "nave_topics", imp_folder: Path | None = None) -> Path:
+    """Write `topics.tsv` (topic, subtopic, book, chapter, verse; book named as in pairs.tsv) of Nave's
+    Topical Bible; return `out_dir`. `imp_folder` (or `$KEXUE_NAVE_IMP`) holds a ready `nave.imp`."""
+    folder = imp_folder if imp_folder is not None else os.environ.get("KEXUE_NAVE_IMP")
+    rows = parse_nave(_read_nave(Path(folder) if folder else None))
+    books = dict(zip(OSIS_BOOKS, BIBLE_BOOKS))
+    rows = [(t, s, books[b], c, v) for t, s, b, c, v in rows if b in books]
+    if len(rows) < 50_000:
+        raise DataError(f"only {len(rows)} topic verses parsed from Nave (expected about 90,000). {NAVE_HOW_TO_GET}")
+    body = "topic\tsubtopic\tbook\tchapter\tverse\n" + "".join(
+        "\t".join(str(f).replace("\t", " ") for f in r) + "\n" for r in rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / ".topics.tsv.tmp"
+    tmp.write_text(body, encoding="utf-8")
+    try:
+        verify_file(tmp, NAVE_FILES["topics.tsv"], "the topics were recorded from sword-dict-naves 3.0-1 (Debian 12)")
+    except DataError:
+        tmp.unlink()
+        raise
+    tmp.replace(out_dir / "topics.tsv")
+    return out_dir
+
+
+def load_nave_topics(data_dir: Path = DATA_DIR / "nave_topics") -> list[dict]:
+    """Nave's topic verses: [{"topic", "subtopic", "book", "chapter", "verse"}, ...]."""
+    import csv
+    path = Path(data_dir) / "topics.tsv"
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro nave_topics` (or `python -m kexue.data nave_topics`). "
+                        + NAVE_HOW_TO_GET)
+    verify_file(path, NAVE_FILES["topics.tsv"], "run `python -m kexue.data nave_topics`")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for r in rows:
+        r["chapter"], r["verse"] = int(r["chapter"]), int(r["verse"])
+    return rows
+
+
 PREPARE = {  # name -> prepare(allow_download)
     "fashion_mnist": lambda allow_download: prepare_fashion_mnist(allow_download=allow_download),
     "mnist_digits": lambda allow_download: prepare_mnist_digits(),   # no download source exists
     "bible_pairs": lambda allow_download: prepare_bible_pairs(),     # Debian's SWORD modules, read offline
+    "nave_topics": lambda allow_download: prepare_nave_topics(),     # Debian's sword-dict-naves, read offline
 }
 
 
