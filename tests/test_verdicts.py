@@ -409,3 +409,73 @@ def test_meets_target_on_counts_needs_the_exact_test():
     v5 = meets_target([9, 10, 9, 9, 10], 8)
     assert v5.verdict == SUPPORTED and v5.p_support == pytest.approx(max(1 / 32, stats.ttest_1samp(
         [9, 10, 9, 9, 10], 8, alternative="greater").pvalue))
+
+
+# ---------------------------------------------------------------- decisions on an estimated difference
+
+def test_rules_on_an_estimated_difference_match_the_seed_rules():
+    """superiority_of / equivalence_of / meets_target_of on `difference(a, b)` decide exactly as the rules
+    that take the runs themselves (same words, reasons, intervals and p-values)."""
+    from kexue import verdicts
+    from kexue.verdicts import difference, equivalence_of, meets_target_of, superiority_of
+    rng = np.random.default_rng(3)
+    for shift in (-0.6, -0.05, 0.0, 0.04, 0.3, 1.5):
+        a = rng.normal(shift, 0.2, 5)
+        b = rng.normal(0.0, 0.2, 5)
+        d = difference(a, b, paired=True)
+        for kw in ({}, {"margin": 0.1}, {"margin": 0.1, "margin_first": True}):
+            v1, v2 = verdicts.superiority(a, b, paired=True, **kw), superiority_of(d, **kw)
+            assert (v1.verdict, v1.reason) == (v2.verdict, v2.reason), (shift, kw)
+            assert np.allclose([v1.low, v1.high, v1.p_support, v1.p_against], [v2.low, v2.high, v2.p_support, v2.p_against])
+        e1, e2 = verdicts.equivalence(a, b, 0.25, paired=True), equivalence_of(d, 0.25)
+        assert (e1.verdict, e1.reason) == (e2.verdict, e2.reason)
+        assert np.allclose([e1.low, e1.high, e1.p_support], [e2.low, e2.high, e2.p_support])
+        t1 = verdicts.meets_target(a, 0.1)
+        t2 = meets_target_of(difference(a, np.zeros_like(a), paired=True), 0.1)
+        assert (t1.verdict, t1.reason) == (t2.verdict, t2.reason)
+        assert np.allclose([t1.low, t1.high], [t2.low, t2.high])
+    with pytest.raises(ValueError, match="d.level"):
+        superiority_of(difference(a, b, paired=True, level=0.95))
+
+
+def test_clustered_difference_limits():
+    """Two exact limits: values constant over queries leave only the seed part (the paired t over seeds);
+    one seed leaves only the cluster bootstrap, whose se for one query per cluster is the iid sd/sqrt(Q)."""
+    from kexue.verdicts import clustered_difference, difference
+    m = np.array([0.3, 0.1, 0.5, 0.2])
+    x = np.repeat(m[:, None], 40, axis=1)
+    d, ref = clustered_difference(x, np.arange(40) % 8), difference(m, np.zeros(4), paired=True)
+    assert d.estimate == pytest.approx(ref.estimate) and d.se == pytest.approx(ref.se) and d.dof == pytest.approx(3)
+    assert (d.low, d.high) == pytest.approx((ref.low, ref.high))
+    v = np.random.default_rng(0).normal(size=400)
+    one = clustered_difference(v[None], np.arange(400), reps=20000)
+    assert one.se == pytest.approx(v.std(ddof=0) / np.sqrt(400), rel=0.03) and one.dof == 399
+    # queries of one cluster that agree count once: 8 clusters of 50 equal values = 8 values
+    cl = np.repeat(np.arange(8), 50)
+    grouped = clustered_difference(np.repeat(v[:8], 50)[None], cl, reps=20000)
+    assert grouped.se == pytest.approx(v[:8].std(ddof=0) / np.sqrt(8), rel=0.05)
+    for bad in (np.full((2, 3), np.nan), np.zeros((2, 5))):
+        with pytest.raises(ValueError, match="x="):
+            clustered_difference(bad, np.arange(4))
+    with pytest.raises(ValueError, match="clusters="):
+        clustered_difference(np.zeros((2, 4)), np.zeros(4))
+
+
+def test_clustered_difference_covers_the_truth():
+    """Seeds and books both random: the 90% interval covers the true mean about 90% of the time (a naive
+    interval over seeds alone, which ignores the test sample, covers far less)."""
+    from kexue.verdicts import clustered_difference, difference
+    rng = np.random.default_rng(1)
+    S, C, per = 3, 10, 30
+    cover = naive = 0
+    reps = 300
+    for _ in range(reps):
+        book = rng.normal(0, 1.0, C)                              # test-sample effect of each book
+        seed_eff = rng.normal(0, 0.2, S)                          # training noise
+        x = seed_eff[:, None] + np.repeat(book, per)[None] + rng.normal(0, 0.5, (S, C * per))
+        d = clustered_difference(x, np.repeat(np.arange(C), per), reps=300, seed=int(rng.integers(1 << 30)))
+        cover += d.low <= 0 <= d.high
+        n = difference(x.mean(1), np.zeros(S), paired=True)
+        naive += n.low <= 0 <= n.high
+    assert 0.84 <= cover / reps <= 0.97, cover / reps
+    assert naive / reps < 0.7, naive / reps

@@ -159,9 +159,10 @@ class Difference:
     diverged_a: int = 0
     diverged_b: int = 0
     level: float = 1 - 2 * ALPHA
+    method: str = ""              # how the interval was made, when not a t-test over seeds
 
     def text(self, unit: str = "", sig: int = 3) -> str:
-        kind = "paired" if self.paired else "Welch"
+        kind = self.method or ("paired" if self.paired else "Welch")
         return (f"difference {_fmt(self.estimate, sig)}{unit} [{_fmt(self.low, sig)}, {_fmt(self.high, sig)}]"
                 f" ({100 * self.level:.1f}% CI, {kind}, n = {self.n})").replace(".0% CI", "% CI")
 
@@ -203,6 +204,43 @@ def difference(a, b, paired: bool, level: float = 1 - 2 * ALPHA) -> Difference:
     q = stats.t.ppf(0.5 + level / 2, dof)
     p = float(2 * stats.t.sf(abs(est / se), dof))
     return Difference(est, est - q * se, est + q * se, p, n, paired, se, dof, div_a, div_b, level)
+
+
+def clustered_difference(x, clusters, reps: int = 2000, seed: int = 0, level: float = 1 - 2 * ALPHA) -> Difference:
+    """Mean of per-query values `x` [S seeds, Q queries] (a paired difference of two arms, or one arm's
+    score) with an interval that holds two sources of noise: training (the seeds) and the test sample
+    (queries clustered in `clusters` [Q], e.g. their books, which the experiment could have drawn otherwise).
+
+    se² = var(seed means)/S  +  var over a bootstrap of whole clusters of the seed-averaged values;
+    the t interval uses Welch-Satterthwaite degrees of freedom from S-1 and C-1 (C clusters). With one
+    seed only the cluster part is used. The seed part also holds a little test-sample noise, so the
+    sum errs on the wide side."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim == 1:
+        x = x[None]
+    clusters = np.asarray(clusters)
+    _check("x", x.shape, x.ndim == 2 and x.shape[1] == len(clusters) and x.size > 0 and np.isfinite(x).all(),
+           f"must be finite [seeds, queries] with queries = len(clusters) = {len(clusters)}")
+    _check("reps", reps, reps >= 100, "must be >= 100")
+    S = x.shape[0]
+    labels, cid = np.unique(clusters, return_inverse=True)
+    C = len(labels)
+    _check("clusters", C, C >= 2, "need at least 2 distinct clusters")
+    est = float(x.mean())
+    v_seed = float(x.mean(1).var(ddof=1) / S) if S > 1 else 0.0
+    per_q = x.mean(0)
+    sums, sizes = np.bincount(cid, per_q, C), np.bincount(cid, minlength=C).astype(float)
+    pick = np.random.default_rng(seed).integers(0, C, size=(reps, C))               # clusters drawn with replacement
+    boot = sums[pick].sum(1) / sizes[pick].sum(1)
+    v_test = float(boot.var(ddof=1))
+    se = math.sqrt(v_seed + v_test)
+    dof = float(_welch_dof(v_seed, v_test, S, C)) if S > 1 else float(C - 1)
+    method = f"{S} seeds × test sample clustered by {C} groups ({reps} bootstrap draws)"
+    if se == 0:
+        return Difference(est, est, est, 1.0 if est == 0 else 0.0, S, True, 0.0, dof, level=level, method=method)
+    q = stats.t.ppf(0.5 + level / 2, dof)
+    p = float(2 * stats.t.sf(abs(est / se), dof))
+    return Difference(est, est - q * se, est + q * se, p, S, True, se, dof, level=level, method=method)
 
 
 def _welch_dof(va, vb, na, nb):
@@ -551,6 +589,54 @@ def superiority(a, b, paired: bool, alpha: float = ALPHA, higher_is_better: bool
         "no_exact_test": ": no exact test with these runs can reach the level"})
     v.low, v.high = lo, hi
     return v
+
+
+def superiority_of(d: Difference, alpha: float = ALPHA, higher_is_better: bool = True, margin: float | None = None,
+                   unit: str = "", names: tuple[str, str] = ("a", "b"), margin_first: bool = False) -> Verdict:
+    """`superiority`'s decision on a difference already estimated (e.g. `clustered_difference`): the
+    same rule, words and reasons; `d` is a − b and its interval must be at level 1 − 2·alpha."""
+    if margin is not None:
+        _check("margin", margin, math.isfinite(margin) and margin > 0, "must be a finite number > 0")
+    _check("d.level", d.level, abs(d.level - (1 - 2 * alpha)) < 1e-12, f"must be 1 - 2*alpha = {1 - 2 * alpha}")
+    sign = 1.0 if higher_is_better else -1.0
+    core = _decide_gain(sign * d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, alpha, margin, margin_first)
+    det = float(np.asarray(core[6]).reshape(-1)[0])
+    ev = f"{names[0]} − {names[1]}: " + d.text(unit) + f"; detectable {_fmt(det)}{unit}"
+    if margin is not None:
+        ev += f" against a margin of {_fmt(margin)}{unit}"
+    v = _from_core(core, ev, d.n, d.estimate, d.level, margin, notes={
+        "inside_margin": ": no gain that matters", "other_way": " (the other way)",
+        "underpowered": ": a null result here cannot rule out a gain that matters"})
+    v.low, v.high = d.low, d.high
+    return v
+
+
+def equivalence_of(d: Difference, margin: float, alpha: float = ALPHA, unit: str = "",
+                   names: tuple[str, str] = ("a", "b")) -> Verdict:
+    """`equivalence`'s TOST decision on a difference already estimated (e.g. `clustered_difference`)."""
+    _check("margin", margin, isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0,
+           "equivalence margin must be a finite number > 0")
+    _check("d.level", d.level, abs(d.level - (1 - 2 * alpha)) < 1e-12, f"must be 1 - 2*alpha = {1 - 2 * alpha}")
+    core = _decide_equivalence(d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, margin, alpha)
+    det = float(np.asarray(core[6]).reshape(-1)[0])
+    ev = f"{names[0]} − {names[1]}: " + d.text(unit) + f"; margin ±{_fmt(margin)}{unit}; detectable {_fmt(det)}{unit}"
+    return _from_core(core, ev, d.n, d.estimate, d.level, margin, notes={
+        "equivalent": ": inside", "outside_margin": ": outside", "straddles": ": straddles the margin",
+        "underpowered": ": straddles, and the experiment cannot resolve the margin"})
+
+
+def meets_target_of(d: Difference, target: float, higher_is_better: bool = True, alpha: float = ALPHA,
+                    name: str = "value") -> Verdict:
+    """`meets_target`'s decision on a mean already estimated (`d.estimate`, `d.se`, `d.dof`)."""
+    _check("target", target, math.isfinite(target), "must be a finite number")
+    core = _decide_target(d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, target, alpha, higher_is_better)
+    lo, hi = float(np.asarray(core[4]).reshape(-1)[0]), float(np.asarray(core[5]).reshape(-1)[0])
+    word = "at least" if higher_is_better else "at most"
+    ev = (f"{name} {_fmt(d.estimate)} [{_fmt(lo)}, {_fmt(hi)}] ({100 * (1 - 2 * alpha):.0f}% CI, {d.method or f'n = {d.n}'}); "
+          f"target {word} {_fmt(target)}")
+    return _from_core(core, ev, d.n, d.estimate, 1 - 2 * alpha, target, notes={
+        "clears_target": ": the interval clears it", "misses_target": ": the interval misses it",
+        "straddles": ": the interval crosses it"})
 
 
 def equivalence(a, b, margin: float, paired: bool, alpha: float = ALPHA, unit: str = "",
