@@ -338,3 +338,107 @@ def test_distinct_candidates_drops_copies_repeats_and_empty_rows():
     # [5 6 7] is the input (cut at [SEP] or not), [] is empty, [1 2] repeats; [3 3] has no [SEP]: kept whole
     assert distinct_candidates(rows, a, sep) == [[1, 2], [3, 3]]
     assert distinct_candidates([[5, 6, 9]], a, sep) == [[5, 6]]          # a prefix of the input is not a copy
+
+
+# ---------------------------------------------------------------- the held-out evaluation of the training stage
+
+def test_first_positive_rank_against_brute_force():
+    from kexue.simbert import first_positive_rank
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(30, 50, generator=g, dtype=torch.float64)
+    pos = torch.rand(30, 50, generator=g) < 0.1
+    pos[torch.arange(30), torch.arange(30)] = True
+    excl = (torch.rand(30, 50, generator=g) < 0.3) & ~pos
+    rank = first_positive_rank(sim, pos, excl)
+    for i in range(30):
+        best = max(sim[i, j] for j in range(50) if pos[i, j])
+        assert rank[i] == 1 + sum(1 for j in range(50) if sim[i, j] > best and not pos[i, j] and not excl[i, j])
+    with pytest.raises(ValueError, match="positive"):
+        first_positive_rank(sim, torch.zeros_like(pos))
+
+
+def test_seq2seq_pair_losses_add_up_to_the_mean_loss():
+    from kexue.simbert import seq2seq_eval_loss, seq2seq_pair_losses
+    model = SimBERT(tiny_bert(vocab_size=40, seed=0)).eval()
+    pairs = [([5, 6, 7], [8, 9]), ([10], [11, 12, 13]), ([14, 15], [16])]
+    sums, counts = seq2seq_pair_losses(model, pairs, 1, 2, 16, batch=2)
+    assert counts.tolist() == [(2 + 1) + (3 + 1), (3 + 1) + (1 + 1), (1 + 1) + (2 + 1)]    # both orders, + [SEP]
+    assert sums.sum() / counts.sum() == pytest.approx(seq2seq_eval_loss(model, pairs, 1, 2, 16), rel=1e-6)
+    one = seq2seq_pair_losses(model, pairs[1:2], 1, 2, 16)[0][0]
+    assert sums[1] == pytest.approx(one, rel=1e-5)                        # a pair's loss does not depend on its batch
+
+
+def _toy_bible():
+    rows, topics = [], []
+    books = [f"B{i}" for i in range(8)]
+    for b in books:
+        for c in (1, 2):
+            for v in (1, 2, 3):
+                rows.append({"book": b, "chapter": c, "verse": v, "kjv": f"k {b} {c} {v}", "web": f"w {b} {c} {v}"})
+    rows.append({"book": "B1", "chapter": 2, "verse": 4, "kjv": "k dup", "web": "w B1 2 3"})    # a repeated text
+    for b in books:
+        topics += [{"topic": "T", "subtopic": "s", "book": b, "chapter": 1, "verse": 1},
+                   {"topic": "T", "subtopic": "s", "book": b, "chapter": 2, "verse": 1},
+                   {"topic": f"U{b}", "subtopic": "", "book": b, "chapter": 1, "verse": 2},
+                   {"topic": f"U{b}", "subtopic": "", "book": b, "chapter": 1, "verse": 3}]
+    return rows, topics
+
+
+def test_held_out_sets_keep_halves_apart_and_topics_out_of_the_own_chapter():
+    from kexue.simbert import held_out_sets, judging_half, split_pairs
+    rows, topics = _toy_bible()
+    tokenize = lambda xs: [[len(x)] for x in xs]
+    split = split_pairs(rows, tokenize, 8, 2)
+    ho = held_out_sets(rows, split, topics, tokenize)
+    assert split.test_books == ["B1", "B3", "B5", "B7"]
+    assert len(ho.pool) == 4 * 6 and len(set(ho.pool)) == len(ho.pool)               # the repeat counted once
+    assert [ho.pool[i] for i in ho.pair_pool] == [w for _, w in split.test_text]
+    assert {b: h for b, h in zip(ho.pool_book, ho.pool_half)} == {"B1": 0, "B3": 1, "B5": 0, "B7": 1}
+    # each topic U<book> lies inside one chapter: never a positive; topic T links chapter 1 and 2 verse 1 of each book
+    assert len(ho.topic_queries) == 8
+    for q, pos in zip(ho.topic_queries, ho.topic_positives):
+        assert all(ho.pool_half[p] == ho.pool_half[q] and ho.pool_chapter[p] != ho.pool_chapter[q] for p in pos)
+        assert ho.pool[q].endswith(" 1") and len(pos) == 3                             # T's other verses in its half
+    assert (judging_half(0), judging_half(2), judging_half(1000), judging_half(1003), judging_half(2000)) == (0, 0, 1, 1, 0)
+
+
+def test_held_out_scores_on_a_model_that_reads_only_the_text_length():
+    """A model whose vectors are a function of the text alone gives the same score for the same text; the
+    ranks are those of first_positive_rank inside each half (checked on the toy Bible)."""
+    from kexue.simbert import held_out_scores, held_out_sets, split_pairs
+    rows, topics = _toy_bible()
+    tok = lambda xs: [[3 + (sum(map(ord, x)) % 30), 4 + len(x) % 7] for x in xs]
+    split = split_pairs(rows, tok, 8, 2)
+    ho = held_out_sets(rows, split, topics, tok)
+    model = SimBERT(tiny_bert(vocab_size=40, seed=0), pooling="mean").eval()
+    s = held_out_scores(model, ho, split, 1, 2, 8, 8)
+    assert s["pair_rr"].shape == (len(split.test),) and ((0 < s["pair_rr"]) & (s["pair_rr"] <= 1)).all()
+    assert s["topic_rr"].shape == (len(ho.topic_queries),) and ((0 < s["topic_rr"]) & (s["topic_rr"] <= 1)).all()
+    # each half's pool has 12 verses: a reciprocal rank is never below 1/12
+    assert s["pair_rr"].min() >= 1 / 12 - 1e-12 and s["topic_rr"].min() >= 1 / 12 - 1e-12
+    assert np.allclose(s["pair_cos"], (encode_sentences(model, [a for a, _ in split.test], 1, 2, 8) *
+                                       encode_sentences(model, [ho.pool_ids[i] for i in ho.pair_pool], 1, 2, 8)
+                                       ).sum(-1).numpy(), atol=1e-5)
+
+
+def test_saved_runs_load_back_and_a_changed_file_is_refused(tmp_path):
+    from kexue.data import DataError
+    from kexue.simbert import load_runs, save_runs
+    result = {"config": {"steps": 3}, "runs": [{"key": "joint", "seed": 0, "history": [{"step": 1, "loss": 2.0}]}],
+              "arrays": {"joint/0/pair_rr": np.array([1.0, 0.5]), "pair_book": np.array(["A", "B"])}}
+    folder = save_runs(result, tmp_path / "runs")
+    config, runs, arrays = load_runs(folder)
+    assert config == {"steps": 3} and runs == result["runs"]
+    assert np.array_equal(arrays["joint/0/pair_rr"], [1.0, 0.5]) and arrays["pair_book"].tolist() == ["A", "B"]
+    (folder / "runs.json").write_text((folder / "runs.json").read_text().replace("3", "4"))
+    with pytest.raises(DataError, match="runs.json: SHA-256 differs"):
+        load_runs(folder)
+    with pytest.raises(DataError, match="no trained runs"):
+        load_runs(tmp_path / "nothing")
+
+
+def test_the_rerun_judges_the_other_half():
+    """kexue.verify shifts the seed by SEED_OFFSET: that rerun must judge the half the chapter's run does not."""
+    from kexue.simbert import judging_half
+    from kexue.verify import SEED_OFFSET
+    assert judging_half(0) == 0 and judging_half(0 + SEED_OFFSET) == 1

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from .config import param
 from typing import Sequence
@@ -34,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["generation_rule", "unigram_loss", "seq2seq_eval_loss", "load_tokenizer", "Arm", "run_arm", "SimBERT", "SimbertParams", "split_pairs", "distinct_n", "generation_metrics", "pair_batches", "train_pairs", "both_orders", "collate", "corpus_vocab", "encode_pair", "encode_sentences", "generate_similar",
+__all__ = ["seq2seq_pair_losses", "first_positive_rank", "scores_from_vectors", "scores_from_similarity", "held_out_scores", "HeldOut", "held_out_sets", "TRAINED_ARMS", "train_arms", "load_runs", "judging_half", "generation_rule", "unigram_loss", "seq2seq_eval_loss", "load_tokenizer", "Arm", "SimBERT", "SimbertParams", "split_pairs", "distinct_n", "generation_metrics", "pair_batches", "train_pairs", "both_orders", "collate", "corpus_vocab", "encode_pair", "encode_sentences", "generate_similar",
            "joint_loss", "load_minilm", "mnrl_loss", "retrieval_metrics", "seq2seq_loss", "similarity_loss",
            "tiny_bert", "unilm_mask"]
 
@@ -286,24 +287,48 @@ def encode_sentences(model: SimBERT, token_lists: Sequence[Sequence[int]], cls_i
 
 
 @torch.no_grad()
-def seq2seq_eval_loss(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int,
-                      max_len: int, batch: int = 64) -> float:
-    """Held-out seq2seq loss: mean cross-entropy per predicted token of b given a (b's tokens and its
-    [SEP]), both orders, teacher-forced, dropout off. The generation ability in one number."""
+def seq2seq_pair_losses(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int,
+                        max_len: int, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out seq2seq loss per pair: (summed cross-entropy [nats], predicted tokens), both orders
+    (b given a and a given b: each side's tokens and its [SEP]), teacher-forced, dropout off."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    total, count = 0.0, 0
+    sums, counts = [], []
     for i in range(0, len(pairs), batch):
         rows = [encode_pair(a, b, cls_id, sep_id, max_len) for a, b in both_orders(pairs[i:i + batch])]
         ids, seg, att = (x.to(dev) for x in collate(rows))
         h = model.hidden(ids, seg, att)
-        scored = (seg[:, 1:] == 1) & att[:, 1:].bool()
-        logits = model.logits(h[:, :-1][scored])
-        total += float(F.cross_entropy(logits, model.head_targets(ids[:, 1:][scored]), reduction="sum"))
-        count += int(scored.sum())
+        scored = (seg[:, 1:] == 1) & att[:, 1:].bool()                      # [2n, L-1]
+        ce = torch.zeros(scored.shape, device=dev)
+        ce[scored] = F.cross_entropy(model.logits(h[:, :-1][scored]), model.head_targets(ids[:, 1:][scored]),
+                                     reduction="none")
+        sums.append(ce.sum(1).double().cpu().view(-1, 2).sum(1))              # both orders of each pair
+        counts.append(scored.sum(1).cpu().view(-1, 2).sum(1))
     model.train(was)
-    return total / count
+    return torch.cat(sums).numpy(), torch.cat(counts).numpy()
+
+
+def seq2seq_eval_loss(model: SimBERT, pairs: Sequence[tuple[list[int], list[int]]], cls_id: int, sep_id: int,
+                      max_len: int, batch: int = 64) -> float:
+    """Held-out seq2seq loss: mean cross-entropy per predicted token of b given a (b's tokens and its
+    [SEP]), both orders, teacher-forced, dropout off. The generation ability in one number."""
+    sums, counts = seq2seq_pair_losses(model, pairs, cls_id, sep_id, max_len, batch)
+    return float(sums.sum() / counts.sum())
+
+
+def first_positive_rank(sim: torch.Tensor, positive: torch.Tensor, excluded: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """1-based rank of each query's best-scored positive among its candidates: 1 + the number of
+    non-excluded candidates scored above it (ties favour the positive). sim [Q, C]; positive, excluded
+    bool [Q, C] (excluded candidates are not in the query's pool). Every query needs a positive."""
+    _check("positive", "a query without a positive", bool(positive.any(1).all()), "every query needs one")
+    sim = sim.double()
+    best = sim.masked_fill(~positive, -math.inf).max(1).values                  # [Q]
+    above = (sim > best[:, None]) & ~positive
+    if excluded is not None:
+        above &= ~excluded
+    return above.sum(1) + 1
 
 
 def retrieval_metrics(queries: torch.Tensor, pool: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
@@ -536,24 +561,23 @@ class SimbertParams:
     """params.yaml `simbert`: the chapter-05 experiments (validated by kexue.config)."""
 
     model: str = param("minilm", choices=("minilm", "tiny"), doc="all-MiniLM-L6-v2, or a tiny random BERT (smoke)")
-    max_len: int = param(20, lo=4, hi=128, doc="tokens per sentence; longer verse pairs are left out")
-    test_every: int = param(5, lo=2, hi=66, doc="every n-th book (canonical order) is a test book")
-    steps: int = param(30, lo=1, hi=10**6, doc="optimizer steps of every trained arm")
+    max_len: int = param(20, lo=4, hi=128, doc="tokens per sentence of a training pair; longer pairs are left out")
+    test_every: int = param(4, lo=2, hi=66, doc="every n-th book (canonical order) is a test book")
+    steps: int = param(150, lo=1, hi=10**6, doc="optimizer steps of every trained arm")
     batch_pairs: int = param(16, lo=2, hi=4096, doc="pairs per batch (2x rows: both orders)")
-    lr: float = param(5e-5, lo=0.0, hi=1.0, doc="AdamW learning rate (the reference used 2e-6 for 4 GPU-days)")
+    lr: float = param(1e-4, lo=0.0, hi=1.0, doc="AdamW learning rate (the reference used 2e-6 for 4 GPU-days)")
     head_lr: float = param(1e-3, lo=0.0, hi=1.0, doc="learning rate of the new generation head (transform, bias)")
     weight_decay: float = param(0.01, lo=0.0, hi=1.0)
     sim_scale: float = param(30.0, lo=0.1, hi=1000.0, doc="cosine scale of the similarity loss (SimBERT: 30)")
-    alt_scale: float = param(20.0, lo=0.1, hi=1000.0, doc="the scale it is compared with")
     mnrl_scale: float = param(20.0, lo=0.1, hi=1000.0, doc="sentence-transformers' MNRL default")
     vocab: str = param("corpus", choices=("corpus", "full"), doc="output layer over the corpus's tokens or all 30,522")
     seeds: int = param(3, lo=2, hi=100, doc="seeds of every trained arm (paired: same batches and head init)")
-    control_seeds: int = param(2, lo=1, hi=100, doc="seeds of the random-initialisation control")
-    pool: int = param(100000, lo=4, hi=100000, doc="held-out pairs in the retrieval pool, capped at the test set")
+    pool_len: int = param(40, lo=4, hi=512, doc="tokens read of each candidate verse of the retrieval pool")
     threshold: float = param(0.9, lo=-1.0, hi=1.0, doc="cosine above which two sentences count as similar (article: 0.9)")
-    gen_queries: int = param(10, lo=1, hi=100000, doc="held-out sentences paraphrased per arm")
-    gen_candidates: int = param(4, lo=1, hi=1000, doc="samples per sentence, ranked by cosine")
+    gen_queries: int = param(10, lo=1, hi=100000, doc="held-out verses paraphrased per half of the test books and seed")
+    gen_candidates: int = param(64, lo=1, hi=1000, doc="samples per verse, ranked by the model's own cosine")
     topk: int = param(5, lo=1, hi=100000, doc="top-k sampling")
+    boot_reps: int = param(2000, lo=100, hi=10**6, doc="bootstrap replicates over test books (the study)")
 
 
 # ---------------------------------------------------------------- one arm of the chapter's comparison
@@ -579,56 +603,6 @@ def build_model(arm: Arm, p: "SimbertParams", tok, out_vocab, seed: int) -> SimB
         bert, _, pooler = load_minilm(random_init=arm.init == "random", seed=seed)
     torch.manual_seed(seed)
     return SimBERT(bert, out_vocab=out_vocab, pooler_state=pooler, pooling=arm.pooling)
-
-
-def run_arm(arm: Arm, p: "SimbertParams", tok, split: PairSplit, pool_idx: Sequence[int], gen_idx: Sequence[int],
-            out_vocab, seed: int, device="cpu", judge=None) -> dict:
-    """Train `arm` on split.train with `seed` (same batches as every arm with that seed), then measure
-    retrieval (KJV test verses against the WEB pool `pool_idx`) and, if `arm.generate`, generation
-    for the test verses `gen_idx` (`judge`: texts -> unit vectors, an encoder that did not generate them,
-    scores each top candidate's cosine to its input). Returns {"metrics", "history", "generations", "seconds"}."""
-    import time
-    t0 = time.perf_counter()
-    model = build_model(arm, p, tok, out_vocab, seed).to(device)
-    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
-    history = []
-    if arm.objective != "none":
-        history = train_pairs(model, split.train, cls_id, sep_id, steps=p.steps, batch_pairs=p.batch_pairs, lr=p.lr,
-                              objective=arm.objective, scale=arm.scale, max_len=p.max_len,
-                              weight_decay=p.weight_decay, seed=seed, head_lr=p.head_lr)
-    t_train = time.perf_counter() - t0
-    q = encode_sentences(model, [split.test[i][0] for i in pool_idx], cls_id, sep_id, p.max_len)
-    d = encode_sentences(model, [split.test[i][1] for i in pool_idx], cls_id, sep_id, p.max_len)
-    metrics = retrieval_metrics(q, d, threshold=p.threshold, seed=0)      # same negatives for every arm
-    if arm.objective in ("joint", "seq2seq"):
-        pairs = [split.test[i] for i in pool_idx]
-        metrics["seq2seq_loss"] = seq2seq_eval_loss(model, pairs, cls_id, sep_id, p.max_len)
-        # the same targets after another verse's a: how much the loss owes to reading the input at all
-        mismatched = [(pairs[j - 1][0], pairs[j][1]) for j in range(len(pairs))]
-        metrics["conditioning_gain"] = (seq2seq_eval_loss(model, mismatched, cls_id, sep_id, p.max_len)
-                                        - metrics["seq2seq_loss"])
-    generations = []
-    if arm.generate:
-        g = torch.Generator(device=device).manual_seed(seed)
-        for i in gen_idx:
-            kjv_ids = split.test[i][0]
-            cands = generate_similar(model, kjv_ids, cls_id, sep_id, n=p.gen_candidates, topk=p.topk,
-                                     max_len=p.max_len, generator=g)
-            kjv, web = (tok.decode(t) for t in split.test[i])                # references through the same
-            generations.append({"kjv": kjv, "web": web,                        # (uncased) tokenizer round trip
-                                "candidates": [(tok.decode(c.tokens), c.cosine) for c in cands]})
-        best = [(g_["candidates"][0] if g_["candidates"] else ("", float("nan"))) for g_ in generations]
-        metrics.update(generation_metrics([b[0] for b in best], [g_["web"] for g_ in generations],
-                                          [g_["kjv"] for g_ in generations],
-                                          [b[1] if math.isfinite(b[1]) else -1.0 for b in best], p.threshold))
-        if judge is not None:
-            src, hyp = judge([g_["kjv"] for g_ in generations]), judge([b[0] for b in best])
-            judged = (src * hyp).sum(-1)
-            for g_, c in zip(generations, judged.tolist()):
-                g_["judge_cosine"] = c
-            metrics["judge_pass"] = float((judged >= p.threshold).double().mean())
-    return {"metrics": metrics, "history": history, "generations": generations,
-            "seconds": time.perf_counter() - t0, "train_seconds": t_train}
 
 
 # ---------------------------------------------------------------- judging generation
@@ -660,3 +634,286 @@ def generation_rule(judge_pass, heldout_loss, floor, target: float, min_gain: fl
     learned = verdicts.meets_target(gain, min_gain, alpha=alpha, name="held-out loss below the unigram floor [nats]")
     share = verdicts.meets_target(judge_pass, target, alpha=alpha, name="share of top generations judged similar")
     return verdicts.gate(share, learned, "not yet a generator")
+
+
+# ---------------------------------------------------------------- the held-out evaluation sets
+
+@dataclass
+class HeldOut:
+    """What every model is judged on, all from the test books (never trained on).
+
+    pool: every test-book verse, WEB text, once per distinct text (the retrieval candidates);
+    pool_book, pool_chapter, pool_half: where each comes from (half: the book's position among the test
+    books, alternating, so the two halves are disjoint sets of books);
+    pair_pool[i]: the pool index of test pair i's WEB verse (its partner, for the KJV query);
+    topic_queries: pool indices of the verses Nave files under a subtopic that has another verse in
+    another chapter of the same half; topic_positives[j]: those other verses (pool indices)."""
+    pool: list
+    pool_ids: list
+    pool_book: np.ndarray
+    pool_chapter: np.ndarray
+    pool_half: np.ndarray
+    pair_pool: np.ndarray
+    pair_book: np.ndarray
+    pair_half: np.ndarray
+    topic_queries: np.ndarray
+    topic_positives: list
+    topic_names: list
+
+
+def held_out_sets(rows: Sequence[dict], split: PairSplit, topics: Sequence[dict], tokenize,
+                  max_group: int = 100) -> HeldOut:
+    """The pool, the paraphrase queries and the Nave topic queries of the test books (see `HeldOut`).
+    Topic groups are Nave's (topic, subtopic) lists with at most `max_group` verses in the whole Bible
+    (longer lists are indexes of a word, not of a theme)."""
+    from collections import defaultdict
+    half_of = {b: i % 2 for i, b in enumerate(split.test_books)}
+    pool, where, index_of = [], [], {}
+    for r in rows:
+        if r["book"] in half_of and r["web"] not in index_of:
+            index_of[r["web"]] = len(pool)
+            pool.append(r["web"])
+            where.append((r["book"], r["chapter"], r["verse"]))
+    key_of = {w: i for i, w in enumerate(where)}
+    for r in rows:                                       # a verse whose text repeats maps to its first copy
+        key_of.setdefault((r["book"], r["chapter"], r["verse"]), index_of.get(r["web"], -1))
+    books = np.array([w[0] for w in where])
+    chapter_ids = {}
+    chapters = np.array([chapter_ids.setdefault((w[0], w[1]), len(chapter_ids)) for w in where])
+    halves = np.array([half_of[w[0]] for w in where])
+    pair_pool = np.array([index_of[w] for _, w in split.test_text])
+    groups = defaultdict(set)
+    for t in topics:
+        groups[(t["topic"], t["subtopic"])].add((t["book"], t["chapter"], t["verse"]))
+    members = defaultdict(set)                           # pool index -> its topic groups' pool indices
+    names = defaultdict(list)
+    for name, verses in groups.items():
+        if len(verses) > max_group:
+            continue
+        idx = {key_of[v] for v in verses if key_of.get(v, -1) >= 0}
+        for i in idx:
+            members[i] |= idx
+            names[i].append(" — ".join(x for x in name if x))
+    queries, positives, labels = [], [], []
+    for i in sorted(members):
+        pos = sorted(j for j in members[i] if halves[j] == halves[i] and chapters[j] != chapters[i])
+        if pos:
+            queries.append(i)
+            positives.append(np.array(pos))
+            labels.append(names[i][0])
+    return HeldOut(pool, tokenize(pool), books, chapters, halves, pair_pool, books[pair_pool], halves[pair_pool],
+                   np.array(queries, dtype=int), positives, labels)
+
+
+def judging_half(seed: int, offset: int = 1000) -> int:
+    """Which half of the test books a study run judges: the chapter's run (seed < `offset`) judges half 0,
+    `kexue.verify`'s rerun (seed + `offset`) half 1, so main and rerun are judged on disjoint books."""
+    return (int(seed) // offset) % 2
+
+
+@torch.no_grad()
+def held_out_scores(model: SimBERT, ho: HeldOut, split: PairSplit, cls_id: int, sep_id: int, max_len: int,
+                    pool_len: int) -> dict:
+    """`scores_from_vectors` for one model: its sentence vectors of the pool (first `pool_len` tokens of
+    each verse) and of the test pairs' KJV sides."""
+    vec = encode_sentences(model, ho.pool_ids, cls_id, sep_id, pool_len)                # [P, d]
+    q = encode_sentences(model, [a for a, _ in split.test], cls_id, sep_id, max_len)     # [N, d]
+    return scores_from_vectors(vec, q, ho)
+
+
+def scores_from_vectors(vec: torch.Tensor, q: torch.Tensor, ho: HeldOut) -> dict:
+    """`scores_from_similarity` for unit vectors of the pool `vec` [P, d] and of the test pairs' KJV sides
+    `q` [N, d] (a model's): cosine similarities."""
+    vec, q = vec.double(), q.double()
+    return scores_from_similarity(lambda rows: q[rows] @ vec.T, lambda idx: vec[idx] @ vec.T, ho)
+
+
+def scores_from_similarity(pair_sim, pool_sim, ho: HeldOut) -> dict:
+    """Per-query results on `ho`, each half of the test books its own pool. `pair_sim(rows)`: similarities
+    [len(rows), P] of test pairs' KJV sides to every pool verse; `pool_sim(idx)`: of pool verses `idx` to every
+    pool verse (a model's cosines, or a baseline's).
+    pair_rr [N]: reciprocal rank of the WEB partner among the half's verses (KJV query);
+    pair_cos, pair_cos_other: similarity to the partner and to one fixed non-partner of the half;
+    topic_rr [n_topic]: reciprocal rank of the first same-topic verse among the half's verses outside the
+    query's own chapter (WEB query)."""
+    n = len(ho.pair_pool)
+    half_t = torch.as_tensor(ho.pool_half)
+    chap = torch.as_tensor(ho.pool_chapter)
+    out = {"pair_rr": np.zeros(n), "pair_cos": np.zeros(n), "pair_cos_other": np.zeros(n),
+           "topic_rr": np.zeros(len(ho.topic_queries))}
+    g = np.random.default_rng(0)                                         # the same non-partners for every model
+    for h in (0, 1):
+        rows = np.flatnonzero(ho.pair_half == h)
+        if len(rows):
+            sim = torch.as_tensor(pair_sim(rows)).double()                                # [n_h, P]
+            pos = torch.zeros(sim.shape, dtype=torch.bool)
+            pos[torch.arange(len(rows)), torch.as_tensor(ho.pair_pool[rows])] = True
+            rank = first_positive_rank(sim, pos, (half_t != h).expand_as(sim))
+            out["pair_rr"][rows] = (1.0 / rank.double()).numpy()
+            out["pair_cos"][rows] = sim[pos].numpy()
+            in_half = np.flatnonzero(ho.pool_half == h)
+            other = in_half[g.integers(0, len(in_half), len(rows))]
+            other = np.where(other == ho.pair_pool[rows], in_half[(np.searchsorted(in_half, other) + 1) % len(in_half)],
+                             other)
+            out["pair_cos_other"][rows] = sim[torch.arange(len(rows)), torch.as_tensor(other)].numpy()
+        tq = np.flatnonzero(ho.pool_half[ho.topic_queries] == h)
+        for start in range(0, len(tq), 1024):                                            # blocks of queries
+            part = tq[start:start + 1024]
+            qi = torch.as_tensor(ho.topic_queries[part])
+            sim = torch.as_tensor(pool_sim(qi.numpy())).double()
+            pos = torch.zeros(sim.shape, dtype=torch.bool)
+            for r, j in enumerate(part):
+                pos[r, torch.as_tensor(ho.topic_positives[j])] = True
+            excluded = (half_t != h)[None, :] | (chap[None, :] == chap[qi][:, None])     # own chapter, itself too
+            out["topic_rr"][part] = (1.0 / first_positive_rank(sim, pos, excluded).double()).numpy()
+    return out
+
+
+# ---------------------------------------------------------------- the training stage (train once, study many)
+
+# Trained arms: key -> Arm. Paired by seed (same batches, dropout stream and head initialisation).
+TRAINED_ARMS = {
+    "joint": Arm("joint (SimBERT)", "joint", generate=True),
+    "similarity": Arm("similarity only", "similarity"),
+    "seq2seq": Arm("seq2seq only", "seq2seq"),
+    "mnrl_cls": Arm("MNRL, [CLS] + pooler", "mnrl"),
+    "similarity_mean": Arm("similarity only, mean pooling", "similarity", pooling="mean"),
+    "mnrl_mean": Arm("MNRL, mean pooling (sentence-transformers)", "mnrl", pooling="mean"),
+}
+ZERO_SHOT_ARMS = {
+    "zero_shot_cls": Arm("zero-shot MiniLM ([CLS] + pooler)", "none"),
+    "zero_shot_mean": Arm("zero-shot MiniLM (mean pooling, as shipped)", "none", pooling="mean"),
+}
+RUNS_DIR = Path(__file__).resolve().parents[2] / "data" / "simbert_runs"
+
+
+def train_arms(p: dict, device="cpu", log=print) -> dict:
+    """The training stage of chapter 05: every arm of TRAINED_ARMS for seeds 0 .. p["seeds"]-1 (and the
+    zero-shot arms once), each scored on the held-out sets (`held_out_scores`), the seq2seq arms' held-out
+    loss per pair (after their own verse and after another's), and the joint arm's generations for
+    `gen_queries` test verses of each half (`gen_candidates` samples, top-`topk`, ranked by own cosine).
+    Returns {"config", "runs": [...], "arrays": {name: array}} (see `save_runs`)."""
+    import time
+    from .data import load_bible_pairs, load_nave_topics
+    P = SimbertParams(**{k: v for k, v in p.items() if k in SimbertParams.__dataclass_fields__})
+    tok = load_tokenizer()
+    tokenize = lambda xs: tok(list(xs), add_special_tokens=False)["input_ids"]
+    rows = load_bible_pairs()
+    split = split_pairs(rows, tokenize, P.max_len, P.test_every)
+    ho = held_out_sets(rows, split, load_nave_topics(), tokenize)
+    out_vocab = corpus_vocab([t for pair in split.train + split.test for t in pair], [tok.sep_token_id]) \
+        if P.vocab == "corpus" else None
+    cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+    mismatched = [(split.test[j - 1][0], split.test[j][1]) for j in range(len(split.test))]
+    arrays = {"pair_book": ho.pair_book, "pair_half": ho.pair_half, "topic_query": ho.topic_queries,
+              "topic_book": ho.pool_book[ho.topic_queries], "topic_half": ho.pool_half[ho.topic_queries]}
+    runs = []
+    plan = [(k, a, None) for k, a in ZERO_SHOT_ARMS.items()] + \
+           [(k, a, s) for s in range(P.seeds) for k, a in TRAINED_ARMS.items()]
+    for key, arm, seed in plan:
+        t0 = time.perf_counter()
+        model = build_model(arm, P, tok, out_vocab, 0 if seed is None else seed).to(device)
+        history = []
+        if seed is not None:
+            history = train_pairs(model, split.train, cls_id, sep_id, steps=P.steps, batch_pairs=P.batch_pairs,
+                                  lr=P.lr, objective=arm.objective, scale=P.mnrl_scale if arm.objective == "mnrl"
+                                  else P.sim_scale, max_len=P.max_len, weight_decay=P.weight_decay, seed=seed,
+                                  head_lr=P.head_lr)
+        t_train = time.perf_counter() - t0
+        name = key if seed is None else f"{key}/{seed}"
+        scores = held_out_scores(model, ho, split, cls_id, sep_id, P.max_len, P.pool_len)
+        for k, v in scores.items():
+            arrays[f"{name}/{k}"] = v
+        run = {"key": key, "arm": arm.name, "seed": seed, "objective": arm.objective, "pooling": arm.pooling,
+               "history": history, "train_seconds": round(t_train, 1)}
+        if arm.objective in ("joint", "seq2seq"):
+            arrays[f"{name}/loss_sum"], arrays[f"{name}/loss_tokens"] = seq2seq_pair_losses(
+                model, split.test, cls_id, sep_id, P.max_len)
+            arrays[f"{name}/loss_sum_mismatched"], _ = seq2seq_pair_losses(model, mismatched, cls_id, sep_id, P.max_len)
+        if arm.generate and seed is not None:
+            g = torch.Generator(device=device).manual_seed(seed)
+            rng = np.random.default_rng(10_000 + seed)
+            gens = []
+            for h in (0, 1):
+                for i in sorted(rng.choice(np.flatnonzero(ho.pair_half == h), size=min(P.gen_queries, int(
+                        (ho.pair_half == h).sum())), replace=False).tolist()):
+                    cands = generate_similar(model, split.test[i][0], cls_id, sep_id, n=P.gen_candidates, topk=P.topk,
+                                             max_len=P.max_len, generator=g)
+                    gens.append({"pair": i, "half": h, "kjv": tok.decode(split.test[i][0]),
+                                 "web": tok.decode(split.test[i][1]),
+                                 "candidates": [[tok.decode(c.tokens), round(c.cosine, 5)] for c in cands]})
+            run["generations"] = gens
+        run["seconds"] = round(time.perf_counter() - t0, 1)
+        runs.append(run)
+        log(f"{name}: {run['seconds']:.0f} s (train {t_train:.0f} s); pair MRR half 0 "
+            f"{scores['pair_rr'][ho.pair_half == 0].mean():.3f}, topic MRR {scores['topic_rr'].mean():.3f}")
+        del model
+    config = {**{k: getattr(P, k) for k in SimbertParams.__dataclass_fields__}, "test_books": split.test_books,
+              "n_train": len(split.train), "n_test": len(split.test), "n_pool": len(ho.pool),
+              "n_topic_queries": int(len(ho.topic_queries)), "device": str(device), "threads": torch.get_num_threads(),
+              "torch": torch.__version__}
+    return {"config": config, "runs": runs, "arrays": arrays}
+
+
+def save_runs(result: dict, folder: Path = RUNS_DIR) -> Path:
+    """runs.json (config, histories, generations, times) and arrays.npz (per-query scores), with the
+    SHA-256 of each in checksums.json; written into a fresh folder, then swapped in."""
+    import json
+    import shutil
+    from .data import file_sha256
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / "runs.json").write_text(json.dumps({"config": result["config"], "runs": result["runs"]}, indent=1))
+    np.savez_compressed(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in result["arrays"].items()})
+    (tmp / "checksums.json").write_text(json.dumps({n: file_sha256(tmp / n) for n in ("runs.json", "arrays.npz")},
+                                                   indent=1))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder
+
+
+def load_runs(folder: Path = RUNS_DIR) -> tuple[dict, list, dict]:
+    """(config, runs, arrays) of the committed training stage, checked against checksums.json."""
+    import json
+    from .data import DataError, file_sha256
+    folder = Path(folder)
+    if not (folder / "checksums.json").exists():
+        raise DataError(f"{folder} has no trained runs: run `dvc repro 05_simbert_train` "
+                        "(or `python -m kexue.simbert train`)")
+    sums = json.loads((folder / "checksums.json").read_text())
+    for name, digest in sums.items():
+        if file_sha256(folder / name) != digest:
+            raise DataError(f"{folder / name}: SHA-256 differs from checksums.json; rerun `dvc repro 05_simbert_train`")
+    data = json.loads((folder / "runs.json").read_text())
+    with np.load(folder / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    return data["config"], data["runs"], arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kexue.simbert train`: the chapter-05 training stage (params.yaml `simbert`, scale presets)."""
+    import argparse
+    import time
+    from .config import chapter_params, pick_device, seed_everything
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["train"])
+    ap.add_argument("--out", default=str(RUNS_DIR))
+    ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    args = ap.parse_args(argv)
+    p = chapter_params("simbert", overrides={"common": {"scale": args.scale}} if args.scale else None)
+    seed_everything(0, p["threads"])
+    device = pick_device(p["device"])
+    t0 = time.perf_counter()
+    result = train_arms(p, device, log=lambda m: print(m, flush=True))
+    result["config"]["stage_seconds"] = round(time.perf_counter() - t0)
+    save_runs(result, Path(args.out))
+    print(f"trained {len(result['runs'])} runs in {result['config']['stage_seconds']} s on {device} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
