@@ -449,7 +449,7 @@ def test_clustered_difference_limits():
     assert (d.low, d.high) == pytest.approx((ref.low, ref.high))
     v = np.random.default_rng(0).normal(size=400)
     one = clustered_difference(v[None], np.arange(400), reps=20000)
-    assert one.se == pytest.approx(v.std(ddof=0) / np.sqrt(400), rel=0.03) and one.dof == 399
+    assert one.se == pytest.approx(v.std(ddof=0) / np.sqrt(400), rel=0.03) and one.dof == pytest.approx(399)
     # queries of one cluster that agree count once: 8 clusters of 50 equal values = 8 values
     cl = np.repeat(np.arange(8), 50)
     grouped = clustered_difference(np.repeat(v[:8], 50)[None], cl, reps=20000)
@@ -479,3 +479,14 @@ def test_clustered_difference_covers_the_truth():
         naive += n.low <= 0 <= n.high
     assert 0.84 <= cover / reps <= 0.97, cover / reps
     assert naive / reps < 0.7, naive / reps
+
+
+def test_clustered_difference_counts_unequal_clusters_as_fewer():
+    """Kish's effective number of clusters: one cluster of 90 queries and ten of 1 are about 1.2 clusters' worth."""
+    from kexue.verdicts import clustered_difference
+    cl = np.array([0] * 90 + list(range(1, 11)))
+    d = clustered_difference(np.random.default_rng(0).normal(size=(1, 100)), cl)
+    n_eff = 100 ** 2 / (90 ** 2 + 10)
+    assert d.dof == pytest.approx(max(n_eff - 1, 1.0)) and "1.2 effective" in d.method
+    equal = clustered_difference(np.random.default_rng(0).normal(size=(1, 100)), np.arange(100) % 10)
+    assert equal.dof == pytest.approx(9)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+RERUN_ENV = "KEXUE_RERUN"        # set by kexue.verify while it runs the rerun
 
 import matplotlib
 
@@ -237,7 +240,8 @@ class Report:
                              f"unregistered ids {sorted(unknown)}")
         rerun_dir = Path(rerun_dir) if rerun_dir is not None else ROOT / "reports" / self.chapter / "rerun"
         rerun = {}
-        if (rerun_dir / "claims.csv").exists():
+        # A run made by kexue.verify is the rerun itself: it is not compared with an older rerun.
+        if os.environ.get(RERUN_ENV) != "1" and (rerun_dir / "claims.csv").exists():
             old = pd.read_csv(rerun_dir / "claims.csv", keep_default_na=False)
             if "id" in old.columns and "verdict_this_run" in old.columns:
                 rerun = {r["id"]: (r["verdict_this_run"], r["reason_this_run"]) for _, r in old.iterrows()}
@@ -288,21 +292,23 @@ class Report:
                          "none changed."))
         return df
 
-    def verify(self, claims: pd.DataFrame, metrics: dict, rerun_dir: Path) -> pd.DataFrame:
-        """Show how this run compares with the rerun on disjoint seeds (`kexue.verify`, kept in `rerun_dir`):
-        the verdicts (decided in `claims`) and `tables/verify_metrics.csv` (metric, value, value_on_rerun,
-        change, change / seed sd when the chapter logs `NAME_sd`)."""
+    def verify(self, claims: pd.DataFrame, metrics: dict, rerun_dir: Path, what: str = "with a disjoint set of seeds",
+               per_sd: bool = True) -> pd.DataFrame:
+        """Show how this run compares with the rerun (`kexue.verify`, kept in `rerun_dir`; `what` says how it
+        differs, e.g. "with a disjoint set of seeds"): the verdicts (decided in `claims`) and
+        `tables/verify_metrics.csv` (metric, value, value_on_rerun, change, and with `per_sd` change / seed sd
+        when the chapter logs `NAME_sd`: leave it out when the rerun changes something other than the seeds)."""
         rerun_dir = Path(rerun_dir)
         df = pd.read_csv(self.dir / "tables" / "verify.csv", keep_default_na=False)
         if not df["verdict_on_rerun"].isin(VERDICTS).any():
-            self.note(f"No rerun with disjoint seeds yet (`python -m kexue.verify`, in `{rerun_dir.name}/`).")
+            self.note(f"No rerun {what} yet (`python -m kexue.verify`, in `{rerun_dir.name}/`).")
             return df
         same = int((df["verdict"] == df["verdict_on_rerun"]).sum())
         seed = ""
         if (rerun_dir / "params.yaml").exists():
             import yaml
             seed = f" (base seed {yaml.safe_load((rerun_dir / 'params.yaml').read_text())['common']['seed']})"
-        self.note(f"**Verify.** The chapter was rerun with a disjoint set of seeds{seed}: "
+        self.note(f"**Verify.** The chapter was rerun {what}{seed}: "
                   f"{same} of {len(df)} verdicts are the same"
                   + ("." if same == len(df) else "; the others are *inconclusive at this scale* "
                      "(`unstable_on_rerun`) in the claims table."))
@@ -315,13 +321,16 @@ class Report:
                 continue
             sd = flat_now.get(name + "_sd")
             change = flat_re[name] - value
-            rows.append({"metric": name, "value": value, "value on rerun": flat_re[name], "change": change,
-                         "change / seed sd": change / sd if sd else float("nan")})
+            row = {"metric": name, "value": value, "value on rerun": flat_re[name], "change": change}
+            if per_sd:
+                row["change / seed sd"] = change / sd if sd else float("nan")
+            rows.append(row)
         if rows:
             m = pd.DataFrame(rows)
             self.table(m, "verify_metrics", index=False)
-            self.show(m, caption="Each metric on the rerun with disjoint seeds; the change in units of the "
-                                 "spread across seeds where the chapter logs it")
+            self.show(m, caption=f"Each metric on the rerun {what}"
+                                 + ("; the change in units of the spread across seeds where the chapter logs it"
+                                    if per_sd else ""))
         return df
 
     def note(self, md: str) -> None:

@@ -213,8 +213,10 @@ def clustered_difference(x, clusters, reps: int = 2000, seed: int = 0, level: fl
 
     se² = var(seed means)/S  +  var over a bootstrap of whole clusters of the seed-averaged values;
     the t interval uses Welch-Satterthwaite degrees of freedom from S-1 and C-1 (C clusters). With one
-    seed only the cluster part is used. The seed part also holds a little test-sample noise, so the
-    sum errs on the wide side."""
+    seed only the cluster part is used. Clusters of unequal size count as fewer: the cluster part's degrees
+    of freedom are Kish's effective number of clusters minus one, (Σ n_c)² / Σ n_c² − 1 (one book holding most
+    queries leaves about one cluster's worth of information). The seed part also holds a little test-sample
+    noise, so the sum errs on the wide side."""
     x = np.asarray(x, dtype=float)
     if x.ndim == 1:
         x = x[None]
@@ -234,8 +236,11 @@ def clustered_difference(x, clusters, reps: int = 2000, seed: int = 0, level: fl
     boot = sums[pick].sum(1) / sizes[pick].sum(1)
     v_test = float(boot.var(ddof=1))
     se = math.sqrt(v_seed + v_test)
-    dof = float(_welch_dof(v_seed, v_test, S, C)) if S > 1 else float(C - 1)
-    method = f"{S} seeds × test sample clustered by {C} groups ({reps} bootstrap draws)"
+    c_eff = float(sizes.sum() ** 2 / (sizes ** 2).sum())                            # Kish: C for equal sizes
+    dof_test = max(c_eff - 1.0, 1.0)
+    dof = float(_welch_dof(v_seed, v_test, S, dof_test + 1)) if S > 1 else dof_test
+    method = (f"{S} seed{'s' if S > 1 else ''} × test sample clustered by {C} groups, {c_eff:.1f} effective "
+              f"({reps} bootstrap draws)")
     if se == 0:
         return Difference(est, est, est, 1.0 if est == 0 else 0.0, S, True, 0.0, dof, level=level, method=method)
     q = stats.t.ppf(0.5 + level / 2, dof)

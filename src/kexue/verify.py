@@ -38,7 +38,16 @@ def rerun_chapter(chapter: str, seed_offset: int = SEED_OFFSET, reports: Path = 
     check_scale(base)
     out = Path(reports) / chapter / RERUN
     with chapter_lock(out), tempfile.TemporaryDirectory(prefix=f"verify-{chapter}-") as tmp:
-        done = run_chapter(chapter, overrides=shifted, reports=Path(tmp))
+        from .report import RERUN_ENV
+        before = os.environ.get(RERUN_ENV)
+        os.environ[RERUN_ENV] = "1"                       # the rerun's own claims table is not compared again
+        try:
+            done = run_chapter(chapter, overrides=shifted, reports=Path(tmp))
+        finally:
+            if before is None:
+                os.environ.pop(RERUN_ENV, None)
+            else:
+                os.environ[RERUN_ENV] = before
         staged = Path(tmp) / "kept"
         staged.mkdir()
         for name in ("tables/claims.csv", "metrics.json", "params.yaml"):
