@@ -132,7 +132,7 @@ if stale:
 # both, contradicted when either contradicts it after Holm's correction over the two):
 #
 # * *Paraphrase*: a KJV verse is the query, its WEB verse must be found among **every WEB verse of the judged
-#   half of the test books** (about four thousand). KJV and WEB share many words, so a bag of words already finds
+#   half of the test books** (a few thousand: §3 counts them). KJV and WEB share many words, so a bag of words already finds
 #   most partners; the judged queries are the **low-overlap quarter** of the test pairs, those whose word overlap
 #   (Jaccard, lower-cased words) is in the lowest quarter of all test pairs (below the median, TF-IDF still scored
 #   above 0.9: chosen from the baseline's scores, before any model's were seen).
@@ -174,6 +174,12 @@ if stale:
 #   the generation claim (`kexue.simbert.generation_rule`), for "adding the similarity loss costs no
 #   generation", and for "adding the seq2seq loss costs no retrieval" (a seq2seq loss that has not
 #   been learned cannot interfere with retrieval yet).
+#
+# Since the previous design, two rows are gone (the registry says why): the probe "scale 30 retrieves better than
+# 20" (its arm is no longer trained; the hour goes to the two poolings and to generation) and the random-initialisation
+# control (it could not learn the task in the steps the budget allows). At this scale some held-out verses have
+# parallels in the training books (the synoptic gospels, lists in Ezra–Nehemiah and Chronicles): a model may have met
+# a near-copy of a test verse's wording, which favours every trained arm alike.
 #
 # The rules and margins as they changed since the first report (from the registry):
 
@@ -361,11 +367,15 @@ report.show(data_table, "data", caption=f"Judged half {HALF}: " + ", ".join(half
 n_pos = np.array([len(ho.topic_positives[j]) for j in judged_topics])
 ex_pairs = [split.test_text[i] for i in judged_pairs[:3]]
 ex_topics = []
+pool_index = {k: i for i, k in enumerate(ho.pool_keys)}
 for j in judged_topics[:: max(1, len(judged_topics) // 3)][:3]:
-    q = ho.topic_queries[j]
-    ex_topics.append({"query (WEB)": ho.pool[q], "Nave subtopic": ho.topic_names[j],
-                      "a positive (another chapter)": ho.pool[ho.topic_positives[j][0]],
-                      "positives": len(ho.topic_positives[j])})
+    q, name = ho.topic_queries[j], ho.topic_names[j]
+    same_group = {pool_index.get((t["book"], t["chapter"], t["verse"])) for t in nave
+                  if " — ".join(x for x in (t["topic"], t["subtopic"]) if x) == name}
+    linked = [p_ for p_ in ho.topic_positives[j] if p_ in same_group]
+    ex_topics.append({"query (WEB)": ho.pool[q], "Nave subtopic (shared by both)": name,
+                      "a positive under it (another chapter)": ho.pool[linked[0]] if linked else "",
+                      "positives (all its subtopics)": len(ho.topic_positives[j])})
 report.show(pd.DataFrame([{"KJV (query)": k, "WEB (to be found)": w, "word overlap": round(o, 2)}
                           for (k, w), o in zip(ex_pairs, overlap[judged_pairs[:3]])]),
             caption="Paraphrase task: judged pairs share few words", index=False)
@@ -438,7 +448,7 @@ for ax, (part, title) in zip(axes, panels):
         ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance log(2B−1) = {chance:.2f}")
         ax.set_yscale("log")
     ax.set(title=title, xlabel="step")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
 fig.tight_layout()
 report.figure(fig, "training_curves", f"Training losses (running mean over 10 steps), {cfg['steps']} steps, every seed "
               "drawn. The in-batch similarity task is easy for a model pretrained contrastively: its loss falls far "
@@ -526,9 +536,13 @@ topic_change = {k: mean_mrr["topic"][k] - mean_mrr["topic"][start_of[k]] for k i
 para_change = {k: mean_mrr["paraphrase"][k] - mean_mrr["paraphrase"][start_of[k]] for k in TRAINED_ARMS}
 report.note(
     "**Reading the retrieval table.** "
-    + " ".join(f"On the {t} task the lexical baseline scores {mean_mrr[t]['tfidf']:.3f} against {mean_mrr[t][best_trained[t]]:.3f} "
-               f"for the best trained arm ({NAME[best_trained[t]]}) and {mean_mrr[t]['zero_shot_mean']:.3f} for MiniLM as "
-               f"shipped{': TF-IDF is below the trained arms here' if mean_mrr[t]['tfidf'] < mean_mrr[t][best_trained[t]] else ': TF-IDF is not beaten here'}."
+    + " ".join(f"On the {t} task the lexical baseline scores {mean_mrr[t]['tfidf']:.3f}, the best trained arm "
+               f"{mean_mrr[t][best_trained[t]]:.3f} ({NAME[best_trained[t]]}), MiniLM as shipped "
+               f"{mean_mrr[t]['zero_shot_mean']:.3f}; {sum(mean_mrr[t][k] > mean_mrr[t]['tfidf'] for k in TRAINED_ARMS)} "
+               f"of the {len(TRAINED_ARMS)} trained arms score above TF-IDF"
+               + (" (the mean-pooling arms; every `[CLS]` arm is below it)." if t == "topic" and all(
+                   (mean_mrr[t][k] > mean_mrr[t]['tfidf']) == (a.pooling == "mean") for k, a in TRAINED_ARMS.items())
+                  else ".")
                for t in TASKS)
     + f" On every test pair of the half, including the ones that share many words, TF-IDF scores "
       f"{lexical['pair_rr'][half_pairs].mean():.3f}: the untrimmed paraphrase test would sit near its ceiling. "
@@ -543,8 +557,9 @@ report.note(
     f"{min(topic_change.values()):+.3f} to {max(topic_change.values()):+.3f}"
     + (": every arm gets better at finding a verse's other translation and "
        + ("worse" if max(topic_change.values()) < 0 else "no better" if min(topic_change.values()) < 0 else "better")
-       + " at finding verses on the same subject. Pairs of translations teach the vectors to match wording across "
-         "registers, which is not what relates two verses about one theme."
+       + f" at finding verses on the same subject. Seq2seq only, which has no objective on the vectors at all, moves "
+         f"topic MRR by {topic_change['seq2seq']:+.3f} too: it is fine-tuning on these pairs, whatever the loss, that "
+         "moves the pretrained vectors away from what relates two verses about one theme."
        if min(para_change.values()) > 0 else "."))
 
 # %% [markdown]
@@ -752,6 +767,13 @@ decided["generates_similar"] = with_numbers(generation_rule(
     frame(gen_rows).judge_pass.to_numpy(), loss["joint"][0], floor, gen_target, GEN_MIN_GAIN, ALPHA)).labelled(
     f"§7, {len(gens[0])} held-out verses × {S_} seeds, judged by zero-shot MiniLM (it accepts {reference_share:.2f} "
     "of the half's real paraphrases)")
+n_gen = sum(len(g) for g in gens.values())
+n_judged = int(round(sum(r["judge_pass"] * len(gens[s_]) for s_, r in gen_rows.items())))
+from scipy.stats import beta as _beta
+upper = float(_beta.ppf(1 - ALPHA, n_judged + 1, n_gen - n_judged)) if n_judged < n_gen else 1.0
+decided["generates_similar"] = noted(decided["generates_similar"],
+    f"{n_judged} of {n_gen} top generations judged similar (exact one-sided {100 * (1 - ALPHA):.0f}% upper bound "
+    f"{upper:.3f}); the judge accepts {frame(ref_rows).judge_pass.mean():.2f} of the real paraphrases of the same verses")
 decided["over_start"] = better("joint", "zero_shot_cls", "over_start").labelled(CLUSTERED)
 decided["over_shipped"] = better("joint", "zero_shot_mean", "over_shipped").labelled(CLUSTERED)
 decided["cls_vs_mean_pooling"] = noted(same("similarity", "similarity_mean", "cls_vs_mean_pooling").labelled(CLUSTERED),
@@ -761,6 +783,23 @@ decided["simloss_vs_mnrl_cls"] = same("similarity", "mnrl_cls", "simloss_vs_mnrl
 decided["simloss_vs_mnrl_mean"] = same("similarity_mean", "mnrl_mean", "simloss_vs_mnrl_mean").labelled(CLUSTERED)
 decided["loss_identity"] = loss_v.labelled(f"§2, float64, B = 8 pairs, scale {fmt(sim_scale)}")
 claims = report.claims(decided, controls=controls)
+# The control registered before this design's first run, kept for disclosure: what each claim resting on the
+# retrieval control would read under it (a failed control turns a contradiction into testbed_cannot_discriminate).
+registered_ctl = on_both_tasks(verdicts.superiority_of, "mnrl_cls", "zero_shot_cls")
+under_registered = pd.DataFrame([
+    {"claim": c.id, "verdict (control used)": claims.set_index("id").loc[c.id, "verdict_this_run"],
+     "verdict under the registered control": (claims.set_index("id").loc[c.id, "verdict_this_run"]
+                                              if registered_ctl.verdict == verdicts.SUPPORTED
+                                              or not (decided[c.id].verdict == verdicts.CONTRADICTED or (
+                                                  decided[c.id].verdict == verdicts.SUPPORTED and "equivalence" in c.rule))
+                                              else "inconclusive at this scale (testbed_cannot_discriminate)")}
+    for c in report.registry.claims if c.control == "shipped_over_untrained_cls"])
+report.show(under_registered, "control_change", caption=(
+    "The retrieval control was changed after this design's first run (claims/05_simbert.yaml). The registered one, "
+    f"the MNRL fine-tune against its untrained [CLS] start, {registered_ctl.verdict} on this half "
+    f"(`{registered_ctl.reason}`): {registered_ctl.evidence}. Its right column is what each claim would read under it "
+    "(before the comparison with the rerun; a failed control caps a contradiction and a shown equivalence, as "
+    "`Report.claims` does, and keeps a found gain)."), index=False)
 for cid, ctl in controls.items():
     users = [c.id for c in report.registry.claims if c.control == cid]
     report.note(f"**Positive control `{cid}`** ({len(users)} claim{'s rest' if len(users) != 1 else ' rests'} on it): "
@@ -822,7 +861,8 @@ report.note((f"* Benchmark (`05_simbert_benchmark`): {speed_text}.\n" if speed_t
 # outcomes shown.
 
 # %%
-checked = report.verify(claims, live.summary, ROOT / "reports" / "05_simbert" / "rerun")
+checked = report.verify(claims, live.summary, ROOT / "reports" / "05_simbert" / "rerun",
+                        what="on the other half of the test books (the same trained models)", per_sd=False)
 from kexue.claims import CLAIM_SOURCES
 
 rerun_done = claims.verdict_on_rerun.isin(verdicts.VERDICTS)
@@ -852,8 +892,10 @@ report.summary(
     f"{spread(rr('joint', 'paraphrase').mean(1))}, MiniLM as shipped {mean_mrr['paraphrase']['zero_shot_mean']:.3f}, "
     f"TF-IDF {mean_mrr['paraphrase']['tfidf']:.3f}; topic MRR joint {spread(rr('joint', 'topic').mean(1))}, MiniLM "
     f"{mean_mrr['topic']['zero_shot_mean']:.3f}, TF-IDF {mean_mrr['topic']['tfidf']:.3f}; generation "
-    + {verdicts.SUPPORTED: "learned", verdicts.CONTRADICTED: "not learned",
-       verdicts.INCONCLUSIVE: "not shown to be learned"}[learned["joint"].verdict]
-    + f" (held-out loss {spread(floor - loss['joint'][0], 2)} nats/token below the unigram floor; top candidate chrF "
-      f"{spread(frame(gen_rows).chrf, 1)}, copying the input {spread(frame(copy_rows).chrf, 1)}).")
+    + {verdicts.SUPPORTED: "past the gate", verdicts.CONTRADICTED: "short of the gate",
+       verdicts.INCONCLUSIVE: "not shown past the gate"}[learned["joint"].verdict]
+    + f" (held-out loss {spread(floor - loss['joint'][0], 2)} nats/token below the unigram floor) but its samples are "
+      f"not paraphrases: top candidate chrF {spread(frame(gen_rows).chrf, 1)} against the WEB verse, copying the input "
+      f"{spread(frame(copy_rows).chrf, 1)}; {n_judged} of {n_gen} judged similar. Every verdict holds for "
+      f"{cfg['steps']} steps on two CPU cores, not for the reference's four GPU-days.")
 live.end()

@@ -647,7 +647,8 @@ class HeldOut:
     books, alternating, so the two halves are disjoint sets of books);
     pair_pool[i]: the pool index of test pair i's WEB verse (its partner, for the KJV query);
     topic_queries: pool indices of the verses Nave files under a subtopic that has another verse in
-    another chapter of the same half; topic_positives[j]: those other verses (pool indices)."""
+    another chapter of the same half; topic_positives[j]: those other verses (pool indices); topic_names[j]:
+    the first of the query's subtopics ("TOPIC — subtopic")."""
     pool: list
     pool_ids: list
     pool_book: np.ndarray
@@ -659,6 +660,7 @@ class HeldOut:
     topic_queries: np.ndarray
     topic_positives: list
     topic_names: list
+    pool_keys: list = None                   # (book, chapter, verse) of each pool verse
 
 
 def held_out_sets(rows: Sequence[dict], split: PairSplit, topics: Sequence[dict], tokenize,
@@ -702,7 +704,7 @@ def held_out_sets(rows: Sequence[dict], split: PairSplit, topics: Sequence[dict]
             positives.append(np.array(pos))
             labels.append(names[i][0])
     return HeldOut(pool, tokenize(pool), books, chapters, halves, pair_pool, books[pair_pool], halves[pair_pool],
-                   np.array(queries, dtype=int), positives, labels)
+                   np.array(queries, dtype=int), positives, labels, where)
 
 
 def judging_half(seed: int, offset: int = 1000) -> int:
