@@ -331,22 +331,58 @@ def parse_vpl(text: str) -> dict[tuple[str, int, int], str]:
     return verses
 
 
+def _sword_listing(file: Path | None, cmd: list[str], how_to_get: str, looks_right=str.strip) -> str:
+    """A SWORD module as text: from a ready listing `file` when given, else the output of `cmd` (a
+    libsword-utils tool); `looks_right(text)` false means the tool printed no usable listing."""
+    import subprocess
+    if file is not None:
+        if not Path(file).is_file():
+            raise DataError(f"{file} not found. {how_to_get}")
+        return Path(file).read_text(encoding="utf-8")
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"`{cmd[0]}` (libsword-utils) is not installed. {how_to_get}") from None
+    if out.returncode != 0 or not looks_right(out.stdout):
+        raise DataError(f"`{' '.join(cmd)}` failed ({out.stderr.strip() or 'no usable output'}). {how_to_get}")
+    return out.stdout
+
+
 def _read_vpl(name: str, folder: Path | None) -> str:
     """The `mod2vpl` listing of one translation: from `folder/<name>.vpl`, else by running `mod2vpl`."""
-    import subprocess
-    if folder is not None:
-        path = Path(folder) / f"{name}.vpl"
-        if not path.is_file():
-            raise DataError(f"{path} not found. {BIBLE_HOW_TO_GET}")
-        return path.read_text(encoding="utf-8")
-    module = SWORD_MODULES[name]
+    return _sword_listing(Path(folder) / f"{name}.vpl" if folder is not None else None,
+                          ["mod2vpl", SWORD_MODULES[name], "1"], BIBLE_HOW_TO_GET)
+
+
+def _write_checked_tsv(out_dir: Path, name: str, header: str, rows, expected: str, why: str) -> Path:
+    """Write rows (tuples) as `out_dir/name`, tab-separated under `header`, only if the bytes match their
+    recorded SHA-256 `expected` (`why` says where the record comes from); a mismatch leaves earlier data."""
+    body = header + "\n" + "".join("\t".join(map(str, r)) + "\n" for r in rows)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}.tmp"
+    tmp.write_text(body, encoding="utf-8")
     try:
-        out = subprocess.run(["mod2vpl", module, "1"], capture_output=True, text=True, encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"`mod2vpl` (libsword-utils) is not installed. {BIBLE_HOW_TO_GET}") from None
-    if out.returncode != 0 or not out.stdout.strip():
-        raise DataError(f"`mod2vpl {module} 1` failed ({out.stderr.strip() or 'no output'}). {BIBLE_HOW_TO_GET}")
-    return out.stdout
+        verify_file(tmp, expected, why)
+    except DataError:
+        tmp.unlink()
+        raise
+    tmp.replace(out_dir / name)
+    return out_dir
+
+
+def _load_checked_tsv(path: Path, expected: str, stage: str, how_to_get: str) -> list[dict]:
+    """Rows of a prepared TSV as dicts, checked against its SHA-256; `chapter` and `verse` as ints."""
+    import csv
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro {stage}` (or `python -m kexue.data {stage}`). "
+                        + how_to_get)
+    verify_file(path, expected, f"run `python -m kexue.data {stage}`")
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    for r in rows:
+        r["chapter"], r["verse"] = int(r["chapter"]), int(r["verse"])
+    return rows
 
 
 def align_verses(a: dict, b: dict) -> list[tuple[str, int, int, str, str]]:
@@ -368,34 +404,14 @@ def prepare_bible_pairs(out_dir: Path = DATA_DIR / "bible_pairs", vpl_folder: Pa
     for row in pairs:
         if any("\t" in str(f) or "\n" in str(f) for f in row):
             raise DataError(f"verse {row[:3]} holds a tab or newline after cleaning")
-    body = "book\tchapter\tverse\tkjv\tweb\n" + "".join("\t".join(map(str, r)) + "\n" for r in pairs)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".pairs.tsv.tmp"
-    tmp.write_text(body, encoding="utf-8")
-    try:
-        verify_file(tmp, BIBLE_FILES["pairs.tsv"], "the pairs were recorded from sword-text-kjv 14.3-1 and "
-                    "sword-text-web 426.0-1 (Debian 12): check the installed versions")
-    except DataError:
-        tmp.unlink()
-        raise
-    tmp.replace(out_dir / "pairs.tsv")
-    return out_dir
+    return _write_checked_tsv(out_dir, "pairs.tsv", "book\tchapter\tverse\tkjv\tweb", pairs, BIBLE_FILES["pairs.tsv"],
+                              "the pairs were recorded from sword-text-kjv 14.3-1 and sword-text-web 426.0-1 "
+                              "(Debian 12): check the installed versions")
 
 
 def load_bible_pairs(data_dir: Path = DATA_DIR / "bible_pairs") -> list[dict]:
     """The checked verse pairs: [{"book", "chapter", "verse", "kjv", "web"}, ...] in canonical order."""
-    import csv
-    path = Path(data_dir) / "pairs.tsv"
-    if not path.exists():
-        raise DataError(f"{path} not found: run `dvc repro bible_pairs` (or `python -m kexue.data bible_pairs`). "
-                        + BIBLE_HOW_TO_GET)
-    verify_file(path, BIBLE_FILES["pairs.tsv"], "run `python -m kexue.data bible_pairs`")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    for r in rows:
-        r["chapter"], r["verse"] = int(r["chapter"]), int(r["verse"])
-    return rows
+    return _load_checked_tsv(Path(data_dir) / "pairs.tsv", BIBLE_FILES["pairs.tsv"], "bible_pairs", BIBLE_HOW_TO_GET)
 
 
 # ---------------------------------------------------------------- Nave's Topical Bible (chapter 05)
@@ -448,19 +464,9 @@ def parse_nave(imp: str) -> list[tuple[str, str, str, int, int]]:
 
 
 def _read_nave(folder: Path | None) -> str:
-    import subprocess
-    if folder is not None:
-        path = Path(folder) / "nave.imp"
-        if not path.is_file():
-            raise DataError(f"{path} not found. {NAVE_HOW_TO_GET}")
-        return path.read_text(encoding="utf-8")
-    try:
-        out = subprocess.run(["mod2imp", NAVE_MODULE], capture_output=True, text=True, encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"`mod2imp` (libsword-utils) is not installed. {NAVE_HOW_TO_GET}") from None
-    if out.returncode != 0 or "$$$" not in out.stdout:
-        raise DataError(f"`mod2imp {NAVE_MODULE}` failed ({out.stderr.strip() or 'no entries'}). {NAVE_HOW_TO_GET}")
-    return out.stdout
+    """`mod2imp Nave`'s listing: from `folder/nave.imp`, else by running `mod2imp`."""
+    return _sword_listing(Path(folder) / "nave.imp" if folder is not None else None, ["mod2imp", NAVE_MODULE],
+                          NAVE_HOW_TO_GET, looks_right=lambda text: "$$$" in text)
 
 
 def prepare_nave_topics(out_dir: Path = DATA_DIR / "nave_topics", imp_folder: Path | None = None) -> Path:
@@ -472,34 +478,14 @@ def prepare_nave_topics(out_dir: Path = DATA_DIR / "nave_topics", imp_folder: Pa
     rows = [(t, s, books[b], c, v) for t, s, b, c, v in rows if b in books]
     if len(rows) < 50_000:
         raise DataError(f"only {len(rows)} topic verses parsed from Nave (expected about 90,000). {NAVE_HOW_TO_GET}")
-    body = "topic\tsubtopic\tbook\tchapter\tverse\n" + "".join(
-        "\t".join(str(f).replace("\t", " ") for f in r) + "\n" for r in rows)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / ".topics.tsv.tmp"
-    tmp.write_text(body, encoding="utf-8")
-    try:
-        verify_file(tmp, NAVE_FILES["topics.tsv"], "the topics were recorded from sword-dict-naves 3.0-1 (Debian 12)")
-    except DataError:
-        tmp.unlink()
-        raise
-    tmp.replace(out_dir / "topics.tsv")
-    return out_dir
+    rows = [tuple(str(f).replace("\t", " ") for f in r) for r in rows]
+    return _write_checked_tsv(out_dir, "topics.tsv", "topic\tsubtopic\tbook\tchapter\tverse", rows,
+                              NAVE_FILES["topics.tsv"], "the topics were recorded from sword-dict-naves 3.0-1 (Debian 12)")
 
 
 def load_nave_topics(data_dir: Path = DATA_DIR / "nave_topics") -> list[dict]:
     """Nave's topic verses: [{"topic", "subtopic", "book", "chapter", "verse"}, ...]."""
-    import csv
-    path = Path(data_dir) / "topics.tsv"
-    if not path.exists():
-        raise DataError(f"{path} not found: run `dvc repro nave_topics` (or `python -m kexue.data nave_topics`). "
-                        + NAVE_HOW_TO_GET)
-    verify_file(path, NAVE_FILES["topics.tsv"], "run `python -m kexue.data nave_topics`")
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    for r in rows:
-        r["chapter"], r["verse"] = int(r["chapter"]), int(r["verse"])
-    return rows
+    return _load_checked_tsv(Path(data_dir) / "topics.tsv", NAVE_FILES["topics.tsv"], "nave_topics", NAVE_HOW_TO_GET)
 
 
 PREPARE = {  # name -> prepare(allow_download)

@@ -577,41 +577,36 @@ def superiority(a, b, paired: bool, alpha: float = ALPHA, higher_is_better: bool
             p_exact = sign_flip_p(sign * (a_ - b_))
         elif not paired:
             p_exact = permutation_p(sign * a_, sign * b_)
-    core = _decide_gain(sign * d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, lvl, margin, margin_first, p_exact)
-    lo, hi = d.low, d.high
+    return superiority_of(d, alpha=lvl, higher_is_better=higher_is_better, margin=margin, unit=unit, names=names,
+                          margin_first=margin_first, p_exact=p_exact, n_tests=n_tests)
+
+
+def superiority_of(d: Difference, alpha: float = ALPHA, higher_is_better: bool = True, margin: float | None = None,
+                   unit: str = "", names: tuple[str, str] = ("a", "b"), margin_first: bool = False,
+                   p_exact: tuple[float, float] | None = None, n_tests: int = 1) -> Verdict:
+    """`superiority`'s decision on a difference already estimated (e.g. `clustered_difference`; `superiority`
+    itself ends here): `d` is a − b and its interval must be at level 1 − 2·alpha. `p_exact`: an exact test's
+    one-sided p-values (support, against) that must agree (integer data); `n_tests`: the Bonferroni count
+    already in `alpha`, for the evidence."""
+    if margin is not None:
+        _check("margin", margin, math.isfinite(margin) and margin > 0, "must be a finite number > 0")
+    _check("d.level", d.level, abs(d.level - (1 - 2 * alpha)) < 1e-12, f"must be 1 - 2*alpha = {1 - 2 * alpha}")
+    sign = 1.0 if higher_is_better else -1.0
+    core = _decide_gain(sign * d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, alpha, margin, margin_first,
+                        p_exact)
     det = float(np.asarray(core[6]).reshape(-1)[0])
-    ev = head + d.text(unit)
+    ev = f"{names[0]} − {names[1]}: " + d.text(unit)
     if p_exact is not None:
-        ev += f"; exact {'sign-flip' if paired else 'permutation'} p = {_fmt(min(p_exact), 2)} (integer data)"
+        ev += f"; exact {'sign-flip' if d.paired else 'permutation'} p = {_fmt(min(p_exact), 2)} (integer data)"
     if n_tests > 1:
         ev += f" (Bonferroni over {n_tests})"
     ev += f"; detectable {_fmt(det)}{unit}"
     if margin is not None:
         ev += f" against a margin of {_fmt(margin)}{unit}"
-    v = _from_core(core, ev, d.n, d.estimate, level, margin, notes={
+    v = _from_core(core, ev, d.n, d.estimate, d.level, margin, notes={
         "inside_margin": ": no gain that matters", "other_way": " (the other way)",
         "underpowered": ": a null result here cannot rule out a gain that matters",
         "no_exact_test": ": no exact test with these runs can reach the level"})
-    v.low, v.high = lo, hi
-    return v
-
-
-def superiority_of(d: Difference, alpha: float = ALPHA, higher_is_better: bool = True, margin: float | None = None,
-                   unit: str = "", names: tuple[str, str] = ("a", "b"), margin_first: bool = False) -> Verdict:
-    """`superiority`'s decision on a difference already estimated (e.g. `clustered_difference`): the
-    same rule, words and reasons; `d` is a − b and its interval must be at level 1 − 2·alpha."""
-    if margin is not None:
-        _check("margin", margin, math.isfinite(margin) and margin > 0, "must be a finite number > 0")
-    _check("d.level", d.level, abs(d.level - (1 - 2 * alpha)) < 1e-12, f"must be 1 - 2*alpha = {1 - 2 * alpha}")
-    sign = 1.0 if higher_is_better else -1.0
-    core = _decide_gain(sign * d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, alpha, margin, margin_first)
-    det = float(np.asarray(core[6]).reshape(-1)[0])
-    ev = f"{names[0]} − {names[1]}: " + d.text(unit) + f"; detectable {_fmt(det)}{unit}"
-    if margin is not None:
-        ev += f" against a margin of {_fmt(margin)}{unit}"
-    v = _from_core(core, ev, d.n, d.estimate, d.level, margin, notes={
-        "inside_margin": ": no gain that matters", "other_way": " (the other way)",
-        "underpowered": ": a null result here cannot rule out a gain that matters"})
     v.low, v.high = d.low, d.high
     return v
 
@@ -627,7 +622,7 @@ def equivalence_of(d: Difference, margin: float, alpha: float = ALPHA, unit: str
     ev = f"{names[0]} − {names[1]}: " + d.text(unit) + f"; margin ±{_fmt(margin)}{unit}; detectable {_fmt(det)}{unit}"
     return _from_core(core, ev, d.n, d.estimate, d.level, margin, notes={
         "equivalent": ": inside", "outside_margin": ": outside", "straddles": ": straddles the margin",
-        "underpowered": ": straddles, and the experiment cannot resolve the margin"})
+        "underpowered": ": straddles, and the experiment cannot resolve the margin", "too_few_runs": " (too few usable runs)"})
 
 
 def meets_target_of(d: Difference, target: float, higher_is_better: bool = True, alpha: float = ALPHA,
@@ -666,13 +661,7 @@ def equivalence(a, b, margin: float, paired: bool, alpha: float = ALPHA, unit: s
                            s.p_against, min(s.p_support, s.p_against), s.n, level=level, margin=margin)
         return Verdict(INCONCLUSIVE, "straddles", ev + ": diverged runs, equivalence not shown", n=s.n,
                        level=level, margin=margin)
-    d = difference(a_, b_, paired, level=level)
-    core = _decide_equivalence(d.estimate, d.se, d.dof if np.isfinite(d.dof) else 0, margin, alpha)
-    det = float(np.asarray(core[6]).reshape(-1)[0])
-    ev = head + d.text(unit) + f"; margin ±{_fmt(margin)}{unit}; detectable {_fmt(det)}{unit}"
-    return _from_core(core, ev, d.n, d.estimate, level, margin, notes={
-        "equivalent": ": inside", "outside_margin": ": outside", "straddles": ": straddles the margin",
-        "underpowered": ": straddles, and the experiment cannot resolve the margin", "too_few_runs": " (too few usable runs)"})
+    return equivalence_of(difference(a_, b_, paired, level=level), margin, alpha=alpha, unit=unit, names=names)
 
 
 def meets_target(values, target: float, higher_is_better: bool = True, alpha: float = ALPHA,
