@@ -65,7 +65,6 @@ import dataclasses
 import json
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -73,6 +72,7 @@ import torch
 
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_fashion_mnist
+from kexue.figures import band, figure, legend_below, legend_under
 import torch.nn.functional as F
 from kexue import verdicts
 from kexue.claims import is_article_claim
@@ -354,7 +354,7 @@ curves["window"] = 1 / curves["weight"]
 w_floor = 1e-12                                    # lower limit of the right panel
 adax_curve = curves[curves.schedule == f"AdaX β2={b2:g}"]
 t_cut = int(adax_curve.t[adax_curve.weight < w_floor].min()) if (adax_curve.weight < w_floor).any() else None
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+fig, axes = figure(1, 2, height=3.0)
 sns.lineplot(curves[curves.t <= 30], x="t", y="beta2_hat", hue="schedule", style="schedule", ax=axes[0],
              markers=True)
 sns.lineplot(curves, x="t", y="weight", hue="schedule", style="schedule", ax=axes[1])
@@ -362,8 +362,7 @@ axes[1].axhline(1 - 0.999, color="grey", lw=0.8, ls=":", label=r"$1-\beta_2$ (Ad
 axes[0].set(title=r"$\hat\beta_{2,t}$, first 30 steps", xlabel="step t", ylabel=r"$\hat\beta_{2,t}$")
 axes[1].set(xscale="log", yscale="log", ylim=(w_floor, 2), xlabel="step t", ylabel=r"$1-\hat\beta_{2,t}$",
             title=r"weight of the newest $g^2$, $1-\hat\beta_{2,t}$")
-axes[0].legend(fontsize=8)
-axes[1].legend(fontsize=8, loc="lower left")
+legend_below(fig, ncol=4)
 report.figure(fig, "coefficient_schedules", caption=(
     "Left: the moving-average coefficient $\\hat\\beta_{2,t}$ of the three schedules for $t\\le 30$. "
     f"Right: the weight of the newest $g^2$, $1-\\hat\\beta_{{2,t}}$, for $t$ up to {fmt(int(ts.max()))} "
@@ -459,13 +458,13 @@ report.show(mem_summary, name="long_term_memory", caption=(
     "change and at the end of the run, over its level before."))
 
 mem_plot = pd.concat(mem_curves)
-fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), layout="constrained")
+fig, axes = figure(1, 2, height=2.9)
 for ax, (direction, factor) in zip(axes, factors.items()):
     sns.lineplot(mem_plot[mem_plot.direction == direction], x="step", y="rms_step", hue="optimizer",
                  style="optimizer", ax=ax)
     ax.axvline(switch, color="grey", ls="--", lw=1, label=f"gradient ×{factor:g}")
     ax.set(yscale="log", title=f"gradient ×{factor:g} at step {switch:,}", ylabel="RMS step (50-step mean)")
-    ax.legend(fontsize=8)
+    legend_under(ax, ncol=2)
 report.figure(fig, "long_term_memory", caption=(
     f"RMS parameter update per step (50-step moving average, log scale) on the noisy quadratic, first of "
     f"{memory_seeds} seeds, for AdaX, Adam and the AdaFactor schedule (AdaX with 1 − t^−c; `adafactor_schedule`); the gradient is multiplied by "
@@ -597,7 +596,7 @@ report.show(ce_table, name="counterexample", caption=(
     f"Online form: one deterministic run per α, distance of the mean last-10% iterate to $x^* = -1$; stochastic "
     f"form: mean ± sd over {counterexample_seeds} gradient streams at the online form's best α."))
 
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), layout="constrained")
+fig, axes = figure(1, 3, height=3.1)
 steps_axis = np.arange(1, counterexample_steps + 1)
 thin = np.unique(np.geomspace(1, counterexample_steps, 400).astype(int)) - 1
 colors = dict(zip(ce_opts, sns.color_palette("tab10", len(ce_opts))))
@@ -608,16 +607,17 @@ for name in ce_opts:
                  label=f"{name} (α {num(ce_best[name])})")
     q = ce_stoch[name][:, thin].numpy()
     axes[2].plot(steps_axis[thin], np.median(q, 0), lw=1.4, color=colors[name], label=name)
-    axes[2].fill_between(steps_axis[thin], np.quantile(q, 0.1, 0), np.quantile(q, 0.9, 0), color=colors[name],
-                         alpha=0.12, lw=0)
+    band(axes[2], steps_axis[thin], np.quantile(q, 0.1, 0), np.quantile(q, 0.9, 0), lower=-1, upper=1,
+         color=colors[name], alpha=0.12)
 axes[0].axhline(1, color="grey", ls=":", lw=1)
 axes[0].set(xscale="log", ylim=(-0.05, 2.05), xlabel="α (SGD: 1000 α)", ylabel="distance to x*, online form",
             title="final distance over the α grid")
-for ax, title in zip(axes[1:], ("online form, best α each", f"stochastic: median, 10–90% of {counterexample_seeds} streams")):
+for ax, title in zip(axes[1:], ("online form,\nbest α each", f"stochastic: median,\n10–90% of {counterexample_seeds} streams")):
     ax.axhline(-1, color="grey", ls=":", lw=1)
     ax.set(xscale="log", ylim=(-1.05, 1.05), xlabel="step t", ylabel="x", title=title)
-for ax in axes:
-    ax.legend(fontsize=7, loc="best")
+axes[1].set_ylabel("")
+axes[2].set_ylabel("")
+legend_below(fig, ax=axes[1], ncol=3)
 report.figure(fig, "counterexample", caption=(
     "Reddi et al.'s problem from the worst point $x_0 = +1$. Left: distance of the mean final iterate to the optimum "
     "on the online form at every α of the grid (dotted: the midpoint $x = 0$). Middle: the online iterates at each "
@@ -863,7 +863,7 @@ report.note(
 # %%
 palette = dict(zip(arms, sns.color_palette("tab10", len(arms))))
 markers = dict(zip(arms, ["o", "s", "^", "v", "D", "X", "P"]))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+fig, axes = figure(1, 2, height=3.3)
 ok = final[~final.diverged].assign(test_pct=lambda d: 100 * d.test_acc)
 for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "final_train_loss",
                                                                     "final train loss (nats)")):
@@ -876,7 +876,7 @@ for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "fi
     ax.set(xscale="log", xlabel="initial lr / centre of the sweep", ylabel=label)
     ax.set_xticks([l / lr for l in lrs], [f"{l / lr:.3g}×" for l in lrs])
     ax.minorticks_off()
-axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # outside the data
+legend_below(fig, ax=axes[0], ncol=4)
 axes[0].set_title("test accuracy after the long run")
 axes[1].set_title("training loss, last 10% of updates")
 n_div = int(final.diverged.sum())
@@ -885,7 +885,7 @@ report.figure(fig, "long_run_sweep", caption=(
     "rate (points offset slightly along the axis so bars do not overlap)"
     + (f"; {n_div} diverged runs are left out and listed in the table above." if n_div else ".")))
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), layout="constrained")
+fig, axes = figure(1, 2, height=3.2)
 cur = curve.assign(test_pct=100 * curve.test_acc)
 for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "train_loss", "train loss (nats)")):
     sns.lineplot(cur, x="step", y=col, hue="optimizer", style="optimizer", markers=markers, dashes=True,
@@ -895,7 +895,7 @@ for ax, col, label in ((axes[0], "test_pct", "test accuracy (%)"), (axes[1], "tr
     pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
     ax.set(ylim=(lo - pad, hi + pad), ylabel=label, xlabel="update")
     ax.axvline(1 / beta2, color="grey", ls=":", lw=1, label=r"$t = 1/\beta_2$")
-    ax.legend(fontsize=8)
+legend_below(fig, ncol=4)
 axes[0].set_title("test accuracy at each optimizer's best lr")
 axes[1].set_title("train loss (mean since the previous evaluation)")
 report.figure(fig, "long_run_curves", caption=(
@@ -911,7 +911,7 @@ report.figure(fig, "long_run_curves", caption=(
 
 # %%
 ts_run = np.unique(np.geomspace(1, steps, 300).astype(int))
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.0), layout="constrained")
+fig, axes = figure(1, 2, height=3.6)
 sched = {"Adam (β2 = 0.999)": [1 - beta2_hat_adam(t, 0.999) for t in ts_run],
          f"AdaX (β2 = {num(beta2)})": [math.exp(math.log(beta2) - adax_log_c(t, beta2)) for t in ts_run],
          f"AdaFactor schedule (c = {num(adafactor_c)})": [t ** -adafactor_c for t in ts_run],
@@ -921,13 +921,13 @@ for (name, w_), ls in zip(sched.items(), ["-", "-", "-", ":"]):
 axes[0].axvline(1 / beta2, color="grey", ls="--", lw=1, label=r"$t = 1/\beta_2$")
 axes[0].set(xscale="log", yscale="log", xlabel="update t", ylabel=r"$1-\hat\beta_{2,t}$",
             title="weight of the newest $g^2$ over this run")
-axes[0].legend(fontsize=8)
+legend_under(axes[0], ncol=2)
 vmid = hist[hist.lr == lr_mid].groupby(["step", "optimizer"])["sqrt_v_median"].mean().reset_index()
 sns.lineplot(vmid, x="step", y="sqrt_v_median", hue="optimizer", style="optimizer", markers=markers,
              palette=palette, ax=axes[1])
 axes[1].set(yscale="log", xlabel="update", ylabel=r"median $\sqrt{\hat v}$, first layer",
             title=f"second-moment estimate at lr {num(lr_mid)}")
-axes[1].legend(fontsize=8)
+legend_under(axes[1], ncol=2)
 report.figure(fig, "long_run_mechanism", caption=(
     f"Left: $1-\\hat\\beta_{{2,t}}$ of the three schedules for $t$ up to the run's {steps:,} updates, with a running "
     f"mean's $1/t$ (dotted) and $t=1/\\beta_2$ (dashed). Right: median over the first layer's weights of "

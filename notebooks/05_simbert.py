@@ -69,7 +69,6 @@ import math
 import re
 import warnings
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -80,6 +79,7 @@ from tqdm import TqdmWarning
 from kexue import verdicts
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_bible_pairs, load_nave_topics
+from kexue.figures import figure, legend_below
 from kexue.report import Report, fmt
 from kexue.simbert import (RUNS_DIR, TRAINED_ARMS, ZERO_SHOT_ARMS, SimBERT, collate, encode_pair, encode_sentences,
                            held_out_sets, judging_half, load_minilm, load_runs, load_tokenizer, scores_from_similarity,
@@ -218,7 +218,7 @@ example = encode_pair(*tokenize(["Jesus wept.", "Jesus cried."]), CLS, SEP, cfg[
 ids_ex, seg_ex, att_ex = collate([example])
 mask_ex = unilm_mask(seg_ex, att_ex)[0]
 labels_ex = tok.convert_ids_to_tokens(ids_ex[0].tolist())
-fig, ax = plt.subplots(figsize=(4.6, 4.2))
+fig, ax = figure(width=0.6, height=4.2)
 ax.imshow(mask_ex.numpy(), cmap="Greys", vmin=0, vmax=1.4)
 ax.set_xticks(range(len(labels_ex)), labels_ex, rotation=90)
 ax.set_yticks(range(len(labels_ex)), labels_ex)
@@ -431,7 +431,7 @@ report.show(times, "arms", caption=f"Training stage: {cfg['steps']} steps of {cf
             f"{cfg['stage_seconds'] / 60:.1f} min in all on {cfg['device']} ({cfg['threads']} threads), torch "
             f"{cfg['torch']}", index=False)
 
-fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+fig, axes = figure(1, 3, height=2.9)
 chance = math.log(2 * cfg["batch_pairs"] - 1)
 panels = [("similarity", "similarity loss (in-batch)"), ("seq2seq", "seq2seq loss [nats/token]"), ("mnrl", "MNRL loss")]
 palette = dict(zip(TRAINED_ARMS, sns.color_palette("tab10")))
@@ -448,8 +448,7 @@ for ax, (part, title) in zip(axes, panels):
         ax.axhline(chance, color="k", ls="--", lw=1, label=f"chance log(2B−1) = {chance:.2f}")
         ax.set_yscale("log")
     ax.set(title=title, xlabel="step")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3))
-fig.tight_layout()
+legend_below(fig, ncol=3)
 report.figure(fig, "training_curves", f"Training losses (running mean over 10 steps), {cfg['steps']} steps, every seed "
               "drawn. The in-batch similarity task is easy for a model pretrained contrastively: its loss falls far "
               "below chance within a few dozen steps.")
@@ -515,7 +514,7 @@ report.show(retrieval, "retrieval", caption=f"Judged half {HALF}: {len(half_pair
             "sample are in §8.", index=False)
 mean_mrr = {t: {k: float(rr(k, t).mean()) for k in ORDER} for t in TASKS}
 
-fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
+fig, axes = figure(1, 2, height=3.4, sharey=True)
 labels = [NAME.get(k, "TF-IDF (lexical baseline)") for k in ORDER]
 for ax, task in zip(axes, TASKS):
     for y, k in enumerate(ORDER):
@@ -525,8 +524,7 @@ for ax, task in zip(axes, TASKS):
     ax.axvline(mean_mrr[task]["tfidf"], color="grey", ls="--", lw=1)
     ax.set_yticks(range(len(ORDER)), labels)
     ax.invert_yaxis()
-    ax.set_xlabel(f"MRR, {task} task ({'low-overlap pairs' if task == 'paraphrase' else 'Nave subtopics'})")
-fig.tight_layout()
+    ax.set_xlabel(f"MRR, {task} task\n({'low-overlap pairs' if task == 'paraphrase' else 'Nave subtopics'})")
 report.figure(fig, "retrieval_mrr", "MRR per arm on the two judged tasks; dots are training seeds, red bars their mean, "
               "the dashed line the TF-IDF baseline.")
 

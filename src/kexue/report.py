@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .config import ROOT  # noqa: E402
+from .figures import DPI, measure, png_metadata  # noqa: E402
 from .fmt import fmt, format_table, mean_std  # noqa: E402,F401  (re-exported for the notebooks)
 from .verdicts import VERDICTS  # noqa: E402
 
@@ -172,9 +173,13 @@ class Report:
 
         The image shown is the saved file's bytes, so notebook and PNG cannot differ.
         """
+        if not caption.strip():
+            raise ValueError(f"figure {name!r} has no caption: the book's alt text is made from it")
         path = self.dir / "figures" / f"{name}.png"
-        # Fixed metadata so the PNG bytes depend only on the pixels.
-        fig.savefig(path, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        # The house style's facts (kexue.figures) travel in the PNG; no "Software" entry, so the
+        # bytes depend only on the pixels and those facts.
+        facts = measure(fig)
+        fig.savefig(path, dpi=DPI, metadata=png_metadata(facts))
         plt.close(fig)
         self._figures += 1
         captions_file = self.dir / "captions.json"     # the front page shows them too
