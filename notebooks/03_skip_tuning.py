@@ -85,6 +85,7 @@ from kexue import verdicts
 from kexue.claims import is_article_claim
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_fashion_mnist
+from kexue.figures import figure, legend_below, legend_under, sample_grid
 from kexue.diffusion import (argmin_per_set, denoising_errors, edm_loss_weight, edm_sigmas, euler_sample, freeu_scales,
                              gaussian_denoiser, heun_sample, load_unet, map_nonlinearity, skip_scales, speedup_rule,
                              stochastic_sample)
@@ -450,12 +451,12 @@ held_steps, held_loss = np.asarray(trained["heldout_steps"]), np.asarray(trained
 last_quarter = held_loss[held_steps >= 0.75 * trained["steps"]]
 held_change = float(last_quarter[-1] / last_quarter[0] - 1) if len(last_quarter) > 1 else float("nan")
 FLAT = 0.01                        # a held-out loss that moves less than 1% over the last quarter has flattened
-fig, ax = plt.subplots(figsize=(7, 3.6))
+fig, ax = figure(width=0.8, height=3.2)
 ax.plot(steps_curve, trained["loss_curve"], "o-", ms=3, label="training loss (mean over each 5% of updates)")
 ax.plot(held_steps, held_loss, "s-", ms=3, label=f"held-out loss, EMA network ({trained['heldout_images']:,} test images)")
 ax.set(xlabel="update", ylabel="EDM loss", yscale="log", title="Training of the committed U-Net")
 plain_log_ticks(ax)
-ax.legend(loc="upper right")
+legend_below(fig, ncol=1)
 report.figure(fig, "training_curve", caption=(
     f"EDM loss of the training stage ({trained['steps']:,} updates, "
     f"{trained.get('train_seconds', float('nan')):.0f} s on {trained.get('device', 'cpu')}): the training batches' "
@@ -625,7 +626,8 @@ best_rho_mean = {nfe: float(mean_fd[nfe].idxmin()) for nfe in NFE_GRID}
 rel = fd_grid.merge(fd_grid[fd_grid.rho == 1.0][["nfe", "set", "fd"]].rename(columns={"fd": "fd1"}), on=["nfe", "set"])
 rel["change %"] = 100 * (rel["fd"] - rel["fd1"]) / rel["fd1"]
 rel_mean = rel.groupby(["nfe", "rho"])["change %"].agg(["mean", "std"])
-fig, axes = plt.subplots(1, 3, figsize=(17, 4.6), gridspec_kw={"width_ratios": [1.3, 1.3, 1]})
+fig, grid = figure(2, 2, height=6.6)
+axes = [grid[0, 0], grid[0, 1], grid[1, 0]]             # the fourth cell holds the legends of panels 1 and 3
 colors = sns.color_palette("viridis", len(RHO_GRID))
 for c, rho in zip(colors, RHO_GRID):
     axes[0].errorbar(NFE_GRID, mean_fd.loc[rho, NFE_GRID], yerr=sd_fd.loc[rho, NFE_GRID], color=c, marker="o",
@@ -638,7 +640,6 @@ axes[0].set(xscale="log", yscale="log", xlabel="NFE (Heun)", ylabel="classifier 
 plain_log_ticks(axes[0], NFE_GRID)
 axes[0].yaxis.set_major_locator(plt.FixedLocator([5, 10, 20, 50, 100, 200, 500, 1000]))
 axes[0].set_ylabel("classifier FD per set of %d (lower is better)" % fd_samples)
-axes[0].legend(fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.16))
 nfe_colors = sns.color_palette("rocket_r", len(NFE_GRID))
 for c, n in zip(nfe_colors, NFE_GRID):
     r = rel_mean.loc[n].sort_index()
@@ -648,7 +649,7 @@ for c, n in zip(nfe_colors, NFE_GRID):
 axes[1].axhline(0, color="k", lw=1)
 axes[1].set(xlabel="ρ_bottom", ylabel="FD change against ρ = 1 (%)", title="Paired FD change, same NFE")
 axes[1].invert_xaxis()
-axes[1].legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+legend_under(axes[1], ncol=4)
 axes[2].plot(NFE_GRID, [best_rho_mean[n] for n in NFE_GRID], "o-", label="best ρ_bottom (mean over all sets)")
 axes[2].plot(NFE_GRID, [rho_star[n] for n in NFE_GRID], "s--", ms=5, alpha=0.7, label="ρ⋆ (ρ ≤ 1, picked on set 0)")
 axes[2].plot([9, 9, 39], [0.65, 0.70, 0.85], "x", color="crimson", ms=8,
@@ -656,12 +657,17 @@ axes[2].plot([9, 9, 39], [0.65, 0.70, 0.85], "x", color="crimson", ms=8,
 axes[2].set(xscale="log", xlabel="NFE", ylabel="ρ_bottom", ylim=(min(RHO_GRID) - 0.05, max(RHO_GRID) + 0.05),
             title="Best ρ_bottom against NFE")
 plain_log_ticks(axes[2], [n for n in NFE_GRID if n != 35] + [39])
-axes[2].legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+grid[1, 1].axis("off")
+first = grid[1, 1].legend(*axes[0].get_legend_handles_labels(), loc="upper left", ncol=2, frameon=False,
+                          title="left panel", alignment="left")
+grid[1, 1].add_artist(first)
+grid[1, 1].legend(*axes[2].get_legend_handles_labels(), loc="lower left", frameon=False, title="lower panel",
+                  alignment="left")
 report.figure(fig, "fd_vs_nfe_rho", caption=(
-    f"Left: classifier FD against NFE (Heun) for each ρ_bottom (mean ± sd over {fd_sets} sample sets of {fd_samples}); "
+    f"Top left: classifier FD against NFE (Heun) for each ρ_bottom (mean ± sd over {fd_sets} sample sets of {fd_samples}); "
     f"the dashed line is the untuned baseline at {baseline_nfe} NFE and the band the {fmt(margin, 2)}-FD match "
-    "margin. Middle: the same FDs as a change against the untuned network at the same NFE and on the same initial "
-    "noise (mean ± sd over sets; below 0: Skip-Tuning helps). Right: the best ρ_bottom at each NFE, with the paper's "
+    "margin. Top right: the same FDs as a change against the untuned network at the same NFE and on the same initial "
+    "noise (mean ± sd over sets; below 0: Skip-Tuning helps). Bottom left: the best ρ_bottom at each NFE, with the paper's "
     "values on ImageNet-64 for orientation."))
 
 # rho* against rho = 1 at each NFE of the rho grid below the baseline (TREND_NFE).
@@ -792,12 +798,12 @@ report.show(sde_mean, name="sde_fd_mean", caption=(
 best_judge = {k: np.asarray(v, dtype=float)[JUDGE] for k, v in best_rho_sets.items()}
 sde_verdict = verdicts.superiority(tenths(best_judge["SDE (EDM Alg. 2)"]), tenths(best_judge["ODE (Heun)"]), paired=True,
                                    alpha=ALPHA, higher_is_better=True, names=("best ρ, SDE (tenths of ρ)", "best ρ, ODE"))
-fig, ax = plt.subplots(figsize=(6.5, 4))
+fig, ax = figure(width=0.7, height=3.2)
 for kind, style in (("ODE (Heun)", "o-"), ("SDE (EDM Alg. 2)", "s--")):
     ax.errorbar(SDE_RHO_GRID, sde_mean[(kind, "mean")], yerr=sde_mean[(kind, "std")], fmt=style, capsize=2, label=kind)
 ax.axvline(1.0, color="0.6", lw=1)
 ax.set(xlabel="ρ_bottom", ylabel="classifier FD", title=f"{sde_nfe} NFE: ODE vs stochastic sampler")
-ax.legend()
+legend_below(fig, ncol=2)
 report.figure(fig, "sde_rho", caption=(
     f"Classifier FD against ρ_bottom at {sde_nfe} NFE for the deterministic Heun sampler and EDM's stochastic sampler "
     f"(S_churn = {sde_churn:g}); mean ± sd over {fd_sets} sets. The article expects the stochastic sampler's minimum "
@@ -941,14 +947,14 @@ error_controls = {f"{kind}_error_separates": verdicts.positive_control(
     lo_s[f"{kind}_mse"].cpu().numpy(), hi_s[f"{kind}_mse"].cpu().numpy(), paired=True, higher_is_better=False,
     names=(f"{kind} MSE at σ = {fmt(lo_s['sigma'], 2)}", f"at σ = {fmt(hi_s['sigma'], 2)} (untuned)"))
     for kind in ("pixel", "feature")}
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = figure(width=0.8, height=3.3)
 ax.plot(err_table.index, err_table["pixel: tuned vs untuned (%)"], "o-", label="pixel-space error")
 ax.plot(err_table.index, err_table["features: tuned vs untuned (%)"], "s-", label="feature-space error")
 ax.axhline(0, color="k", lw=1)
 ax.axvspan(0.1, 10, color="0.9", zorder=0, label="intermediate σ (feature claim)")
 ax.set(xscale="log", xlabel="σ", ylabel="error change, tuned vs untuned (%)", title=f"ρ_bottom = {rho_tuned:g} against ρ = 1")
 plain_log_ticks(ax)
-ax.legend(fontsize=8)
+legend_below(fig, ncol=3)
 report.figure(fig, "per_sigma_errors", caption=(
     f"Change of the skip-tuned ({tuned_label}) against the untuned denoiser's error per noise level, in pixel space and "
     f"in the classifier's feature space ({sigma_images} test images, same noise for both)."))
@@ -1001,13 +1007,13 @@ nl_linear = np.array([map_nonlinearity(lambda x: heun_sample(gauss, x, sig_base)
 nl_control = verdicts.positive_control(nl_ends[baseline_nfe], nl_linear, paired=True, higher_is_better=True,
                                        names=(f"NL of the U-Net sampler at {baseline_nfe} NFE",
                                               "of the same sampler on the Gaussian (linear) denoiser"))
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = figure(width=0.8, height=3.3)
 for r, style in zip(NL_RHOS, ("o-", "s--", "^:")):
     ax.errorbar(NFE_GRID, nl_mean[("mean", r)], yerr=nl_mean[("std", r)], fmt=style, capsize=2,
                 label=f"ρ_bottom = {r:g}")
 ax.set(xscale="log", xlabel="NFE (Heun)", ylabel="NL of x_T → x_0", title="Nonlinearity of the sampling map")
 plain_log_ticks(ax, NFE_GRID)
-ax.legend()
+legend_below(fig, ncol=3)
 report.figure(fig, "sampling_nonlinearity", caption=(
     f"Nonlinearity NL of the sampling map (chord length ε = {nonlin_eps:g}; mean ± sd over {fd_sets} sets of "
     f"{nonlin_batch} noise draws), untuned and skip-tuned. Trends in NFE are judged from {TREND_NFE[0]} NFE up."))
@@ -1023,10 +1029,12 @@ report.note(f"NL higher at {baseline_nfe} than at {TREND_NFE[0]} NFE (untuned): 
 # 28-pixel size, so the panels can be compared image by image.
 
 # %%
-def tile(images, rows=5, cols=5):
-    rows = cols = min(rows, int(math.isqrt(len(images))))
-    imgs = images[:rows * cols].clamp(-1, 1).add(1).div(2).squeeze(1)              # [n, 28, 28] in [0, 1]
-    return imgs.reshape(rows, cols, 28, 28).permute(0, 2, 1, 3).reshape(rows * 28, cols * 28).numpy()
+SHOWN_SIDE = 4                       # 4 x 4 samples per panel: about 55 px per image in a narrow column
+
+
+def shown(images):
+    side = min(SHOWN_SIDE, int(math.isqrt(len(images))))
+    return images[:side * side].clamp(-1, 1).add(1).div(2)                # [n, 1, 28, 28] in [0, 1]
 
 
 later = [n for n in NFE_GRID if compare_nfe < n < baseline_nfe]
@@ -1040,21 +1048,20 @@ panels = [(f"baseline: {baseline_nfe} NFE, ρ = 1", keep[("heun", 1.0, baseline_
           if rho_star[later] != 1.0 else
           (f"{later} NFE, ρ_bottom = {rho_best_all[later]:g} (best of the whole grid, set 0)",
            keep[("heun", rho_best_all[later], later)])]
-fig, axes = plt.subplots(2, (len(panels) + 1) // 2, figsize=(12, 8.8))
+fig, axes = figure(2, (len(panels) + 1) // 2, height=5.8)
 for ax, (title, imgs) in zip(axes.flat, panels):
-    ax.imshow(tile(imgs), cmap="gray", vmin=0, vmax=1)
-    ax.set_title(title, fontsize=11)
-    ax.axis("off")
+    sample_grid(ax, shown(imgs), cols=SHOWN_SIDE, title=title.replace(", ρ", ",\nρ", 1).replace(" (", "\n(", 1))
 report.figure(fig, "samples", caption=(
-    f"Samples from the same 25 initial noises (set 0): the untuned baseline; {compare_nfe} NFE untuned, with the tuned "
+    f"Samples from the same {SHOWN_SIDE ** 2} initial noises (set 0): the untuned baseline; {compare_nfe} NFE untuned, with the tuned "
     f"network of §8–9 and with the strongest scaling of the grid; {later} NFE untuned and at "
     + ("that NFE's ρ⋆. " if rho_star[later] != 1.0 else f"the best ρ of the whole grid on set 0 (ρ⋆ = 1 there). ")
-    + "Each image is shown at 2× its 28-pixel size or more."))
+    + "Each image is shown at about twice its 28-pixel size."))
 cls = {}
 for title, imgs in panels:
     _, pred = extract(classifier, imgs.clamp(-1, 1).to(dev))
     cls[title] = class_coverage(pred)["classes"]
-report.note("Classes (of 10) the classifier finds in at least 1% of each panel's 64 samples (the 25 shown and 39 more): "
+report.note(f"Classes (of 10) the classifier finds in at least 1% of each panel's {len(panels[0][1])} samples (the "
+            f"{SHOWN_SIDE ** 2} shown and {len(panels[0][1]) - SHOWN_SIDE ** 2} more): "
             + "; ".join(f"{t}: {c}" for t, c in cls.items()) + ".")
 
 # %% [markdown]

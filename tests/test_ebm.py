@@ -140,6 +140,77 @@ def test_buffer_ages_count_the_chain_runs_behind_each_sample():
         buf.push(torch.zeros(3, 1), ages=torch.tensor([1, 2]))
 
 
+def test_buffer_lineage_follows_each_chain_to_its_fresh_start():
+    # Brute force: the "chain" keeps a sample's root id in its value (each fresh start gets a new id from a
+    # counter in init_fn), so a stored sample's value names its true lineage; the buffer numbers lineages
+    # its own way, so the two labellings must agree up to renaming (one-to-one).
+    counter = {"next": 0}
+
+    def init(n):
+        ids = torch.arange(counter["next"], counter["next"] + n, dtype=torch.float64)[:, None]
+        counter["next"] += n
+        return ids
+
+    buf = ReplayBuffer(300, 0.05, init_fn=init, generator=torch.Generator().manual_seed(1))
+    def one_to_one(a, b):
+        pairs = set(zip(a.tolist(), b.tolist()))
+        return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+    for _ in range(200):
+        start = buf.sample(40)
+        assert one_to_one(buf.last_lineage, start[:, 0].long())
+        buf.push(start.clone())
+    assert one_to_one(buf.lineage[:len(buf)], buf.storage[:len(buf), 0].long())
+    # Drawing with replacement makes lineages branch: far fewer roots than samples.
+    assert len(torch.unique(buf.lineage)) < len(buf) / 2
+
+
+def test_lineage_tracking_draws_no_random_numbers():
+    def run(track):
+        buf = ReplayBuffer(100, 0.1, init_fn=lambda n: torch.zeros(n, 1), generator=torch.Generator().manual_seed(3))
+        for _ in range(50):
+            x = buf.sample(16)
+            buf.push(x + torch.randn(x.shape, generator=torch.Generator().manual_seed(len(buf))))
+            if not track:
+                buf.last_lineage = None
+        return buf.storage.clone()
+    assert torch.equal(run(True), run(False))
+
+
+def test_lineage_reverse_kl_reduces_to_miller_madow_for_distinct_lineages():
+    from kexue.ebm import lineage_reverse_kl
+    from kexue.toy2d import mode_reverse_kl, toy_dataset
+    centres, std = toy_dataset("ring")
+    g = torch.Generator().manual_seed(0)
+    x = centres[torch.randint(len(centres), (400,), generator=g)] + std * torch.randn(400, 2, generator=g)
+    x[:20] += 10                                                          # some low-quality samples
+    kl, n_eff = lineage_reverse_kl(x, torch.arange(400), centres, std)
+    assert kl == pytest.approx(mode_reverse_kl(x, centres, std, miller_madow=True), abs=1e-12)
+    from kexue.toy2d import mode_stats
+    n_hq = round(400 * mode_stats(x, centres, std)["high_quality"])
+    assert n_eff == n_hq and n_hq < 380
+    # Every sample duplicated once: half as many independent chains, a correction twice as large.
+    plug = mode_reverse_kl(x, centres, std)
+    kl2, n2 = lineage_reverse_kl(x, torch.arange(400) // 2, centres, std)
+    assert n2 == pytest.approx(n_hq / 2, rel=0.03)
+    assert plug - kl2 == pytest.approx(2 * (plug - kl), rel=0.03)
+    with pytest.raises(ValueError, match="400 samples but 3 lineage ids"):
+        lineage_reverse_kl(x, torch.arange(3), centres, std)
+
+
+def test_effective_lineages_limits_and_brute_force():
+    from kexue.ebm import effective_lineages
+    assert effective_lineages(torch.arange(50)) == 50                    # all distinct
+    assert effective_lineages(torch.zeros(50, dtype=torch.long)) == 1    # one chain
+    assert effective_lineages(torch.tensor([0, 0, 1, 1])) == 2           # two equal groups
+    ids = torch.tensor([0] * 6 + [1] * 3 + [2])
+    # Brute force: n / P(two picks with replacement share an id) / n, i.e. 1 / sum p_k^2.
+    p_same = sum((ids == a).double().mean() * (ids == b).double().mean() for a in range(3) for b in range(3) if a == b)
+    assert effective_lineages(ids) == pytest.approx(1 / float(p_same))
+    with pytest.raises(ValueError, match="no samples"):
+        effective_lineages(torch.tensor([], dtype=torch.long))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"capacity": 0}, "capacity=0"), ({"reinit_prob": 1.5}, "reinit_prob=1.5"), ({"init_fn": None}, "init_fn=None")])
 def test_buffer_rejects_bad_arguments(kwargs, message):
@@ -457,12 +528,10 @@ def test_feature_spread_is_the_rms_pairwise_distance_and_class_counts():
 
 
 def test_verdict_rules_of_the_chapter():
-    from kexue.ebm import allocation_rule, mixing_rule
+    from kexue.ebm import allocation_rule
     from kexue.verdicts import within_noise_rule
     assert within_noise_rule([0.5, 3.9]).verdict == "supported"
     assert within_noise_rule([0.5, 4.1]).verdict == "contradicted"
-    assert mixing_rule(0.10, 0.09, 0.12).verdict == "supported"
-    assert mixing_rule(0.20, 0.10, 0.12).verdict == "contradicted"
     # bounds by hand: mean 1.02, sd 0.01, n 3 -> upper 1.02 + t(0.95, 2) * 0.01 / sqrt(3) = 1.0369
     ok = allocation_rule({"ring": [1.01, 1.02, 1.03], "grid": [1.0, 1.0, 1.0]}, tol=1.1)
     assert ok.verdict == "supported" and "1.037]" in ok.evidence

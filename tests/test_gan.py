@@ -1,6 +1,8 @@
 """kexue.gan: the single loss against separately computed D and G steps, in float64."""
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 import torch.nn as nn
@@ -341,3 +343,74 @@ def test_gradient_reversal_rule_on_measured_gradients():
     # ... and so if the min-max loss were not exact.
     assert gradient_reversal_rule([{**r, "norm_ratio": 0.5} if r["loss"] == "wgan" else r
                                    for r in rows]).verdict == "contradicted"
+
+
+# --- chapter 01's Fashion-MNIST training stage ---
+
+def _tiny_fashion_cfg(**kw):
+    cfg = {"seed": 0, "lam": 1.0, "beta1": 0.5, "beta2": 0.999, "image_steps": 4, "image_batch": 8, "image_width": 2,
+           "image_z_dim": 8, "image_lr": 2e-3, "image_lr_decay_frac": 0.5, "image_seeds": 2, "image_eval_every": 2,
+           "image_eval_samples": 60, "image_simultaneous": False, "image_workers": 1}
+    return {**cfg, **kw}
+
+
+def test_fashion_seeds_split_chapter_and_rerun():
+    from kexue.gan import SEED_OFFSET, fashion_seeds
+    assert fashion_seeds(0, 3) == [0, 1, 2]
+    assert fashion_seeds(SEED_OFFSET, 3) == [1000, 1001, 1002]
+    assert not set(fashion_seeds(0, 8)) & set(fashion_seeds(SEED_OFFSET, 8))
+
+
+def test_train_fashion_pairs_arms_and_does_not_depend_on_workers(tmp_path):
+    from kexue.gan import FASHION_KEEP, load_fashion_runs, save_fashion_runs, train_fashion
+    one = train_fashion(_tiny_fashion_cfg(), log=lambda m: None)
+    two = train_fashion(_tiny_fashion_cfg(image_workers=2), log=lambda m: None)
+    key = lambda r: (r["method"], r["seed"])                                           # noqa: E731
+    assert sorted(map(key, one["runs"])) == sorted((m, s) for m in ("single", "alternating") for s in (0, 1, 1000, 1001))
+    strip = lambda runs: {key(r): r["history"] for r in runs}                          # noqa: E731
+    assert strip(one["runs"]) == strip(two["runs"])                                   # bit for bit, one thread per run
+    by = strip(one["runs"])
+    for s in (0, 1, 1000, 1001):
+        # Paired: the same initial generator and evaluation noise, so the arms start at the same FD.
+        assert by[("single", s)][0] == by[("alternating", s)][0]
+        assert [h["step"] for h in by[("single", s)]] == [0, 2, 4]
+    assert by[("single", 0)][0]["fd"] != by[("single", 1)][0]["fd"]                  # seeds differ
+    assert by[("single", 0)][-1]["fd"] != by[("alternating", 0)][-1]["fd"]            # methods differ after training
+    assert one["samples"]["single_0"].shape == (min(FASHION_KEEP, 60), 28, 28)
+    assert one["samples"]["single_0"].dtype == np.uint8
+
+    folder = save_fashion_runs(one, tmp_path / "runs")
+    cfg, runs, samples = load_fashion_runs(folder)
+    assert cfg["seeds"] == [0, 1, 1000, 1001] and cfg["image_steps"] == 4
+    assert strip(runs) == strip(one["runs"])
+    np.testing.assert_array_equal(samples["alternating_1001"], one["samples"]["alternating_1001"])
+    # A changed file is refused, naming it; a missing folder says how to make it.
+    (folder / "runs.json").write_text((folder / "runs.json").read_text().replace('"fd": ', '"fd":  ', 1))
+    from kexue.data import DataError
+    with pytest.raises(DataError, match="runs.json: SHA-256 differs"):
+        load_fashion_runs(folder)
+    with pytest.raises(DataError, match="dvc repro 01_single_loss_gan_train"):
+        load_fashion_runs(tmp_path / "nothing")
+
+
+def test_fashion_run_decays_the_learning_rate(monkeypatch):
+    """The run sets every optimizer's lr to lr0 * lr_factor at each update: record what Adam sees."""
+    import kexue.gan as G
+    from kexue.data import load_fashion_mnist
+    from kexue.metrics import extract, load_classifier
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def spy(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    x_test = load_fashion_mnist(train=False)[0][:60] * 2 - 1
+    clf = load_classifier()
+    feats, _ = extract(clf, x_test)
+    cfg = _tiny_fashion_cfg(image_steps=10)
+    G.fashion_run("single", 0, cfg, x_test, feats, clf)
+    expected = [2e-3 * G.lr_factor(t, 10, 0.5) for t in range(1, 11)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    assert seen[-1] == pytest.approx(2e-4) and seen[4] == pytest.approx(2e-3)

@@ -57,7 +57,7 @@ MIN_SHOWN = 0.6                               # a figure is never shown below th
 # Which claims are "the article's": the `source` column of the new claims tables (when present).
 # The headline figure of each chapter on the landing page (the first figure when absent or missing).
 HEADLINE = {
-    "01_single_loss_gan": "toy_samples",
+    "01_single_loss_gan": "fashion_samples",
     "02_energy_based_model": "fashion_samples",
     "03_skip_tuning": "fd_vs_nfe_rho",
     "04_adax": "long_run_sweep",

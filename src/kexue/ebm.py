@@ -186,6 +186,12 @@ class ReplayBuffer:
     since its chain started from `init_fn`. `sample` keeps the ages of the starts it returns in
     `last_ages` (0 for a fresh start), and `push(x, ages)` stores new ones; `push(x)` after `sample`
     stores `last_ages + 1` (the chain just ran once more), as a training step does.
+
+    Each stored sample also carries its *lineage*: the id of the fresh start its chain descends from
+    (`sample` draws stored samples with replacement, so one start can have many descendants). Ids cost
+    no random numbers, so tracking them changes no sample. `last_lineage` holds the ids of the latest
+    `sample`; `push(x)` after it stores them (new ids otherwise). `effective_lineages` counts how many
+    independent chains a set of stored samples amounts to.
     """
 
     def __init__(self, capacity: int, reinit_prob: float = 0.05,
@@ -200,6 +206,9 @@ class ReplayBuffer:
         self.storage: torch.Tensor | None = None
         self.ages = torch.zeros(capacity, dtype=torch.long)     # chain runs behind each stored sample
         self.last_ages: torch.Tensor | None = None
+        self.lineage = torch.zeros(capacity, dtype=torch.long)  # id of the fresh start behind each stored sample
+        self.last_lineage: torch.Tensor | None = None
+        self.next_lineage = 0                                   # next unused id
         self.size = 0          # filled slots
         self.next = 0          # slot the next pushed sample goes to
         self.last_reinit = 0
@@ -215,6 +224,7 @@ class ReplayBuffer:
         if self.size == 0:
             self.last_reinit = n
             self.last_ages = torch.zeros(n, dtype=torch.long)
+            self.last_lineage = self._new_lineages(n)
             return fresh
         reinit = torch.rand(n, generator=self.generator) < self.reinit_prob          # [n]
         idx = torch.randint(self.size, (n,), generator=self.generator)
@@ -223,7 +233,14 @@ class ReplayBuffer:
         out[mask] = fresh[mask]
         self.last_reinit = int(reinit.sum())
         self.last_ages = torch.where(reinit, 0, self.ages[idx])
+        self.last_lineage = self.lineage[idx].clone()
+        self.last_lineage[reinit] = self._new_lineages(int(reinit.sum()))
         return out
+
+    def _new_lineages(self, n: int) -> torch.Tensor:
+        ids = torch.arange(self.next_lineage, self.next_lineage + n, dtype=torch.long)
+        self.next_lineage += n
+        return ids
 
     def push(self, x: torch.Tensor, ages: torch.Tensor | None = None) -> None:
         """Store x ([n, ...]); `ages` [n] defaults to the latest `sample`'s ages + 1 when it drew n starts,
@@ -239,12 +256,48 @@ class ReplayBuffer:
             self.storage = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype, device=x.device)
         elif x.shape[1:] != self.storage.shape[1:]:
             raise ValueError(f"pushed samples of shape {tuple(x.shape[1:])}, buffer holds {tuple(self.storage.shape[1:])}")
-        x, ages = x[-self.capacity:], ages[-self.capacity:]
+        same = self.last_lineage is not None and len(self.last_lineage) == len(x)
+        lineage = self.last_lineage if same else self._new_lineages(len(x))
+        x, ages, lineage = x[-self.capacity:], ages[-self.capacity:], lineage[-self.capacity:]
         slots = (self.next + torch.arange(len(x))) % self.capacity
         self.storage[slots.to(self.storage.device)] = x.to(self.storage.device)
         self.ages[slots] = ages
+        self.lineage[slots] = lineage
         self.next = int((self.next + len(x)) % self.capacity)
         self.size = min(self.capacity, self.size + len(x))
+
+
+def effective_lineages(lineage: torch.Tensor) -> float:
+    r"""How many independent chains the samples with these lineage ids amount to: the inverse Simpson
+    index $n^2/\sum_k c_k^2$ of the counts $c_k$ per id ($n$ when every id is distinct, 1 when all share
+    one). It is the $n$ of independent draws whose chance that two picks share a chain is the same.
+    Samples of one lineage diverged after they split, so this is a lower bound on the independent ones."""
+    ids = torch.as_tensor(lineage).reshape(-1)
+    if ids.numel() == 0:
+        raise ValueError("effective_lineages: no samples")
+    counts = torch.unique(ids, return_counts=True)[1].double()
+    return float(counts.sum() ** 2 / (counts ** 2).sum())
+
+
+def lineage_reverse_kl(samples: torch.Tensor, lineage: torch.Tensor, centres: torch.Tensor, std: float,
+                       threshold: float = 3.0) -> tuple[float, float]:
+    r"""The mode histogram's Miller–Madow reverse KL (`kexue.toy2d.mode_reverse_kl`) with the bias term
+    $(m-1)/2n$ taken at the *effective* number of independent chains among the high-quality samples
+    (`effective_lineages`) instead of their count $n$: the correction a histogram of clustered samples
+    needs, since samples of one lineage fall in one mode more often than independent ones would.
+    Returns (reverse KL, effective number of lineages among the high-quality samples); nan if none."""
+    from .toy2d import mode_reverse_kl, nearest_centre
+    if len(samples) != len(lineage):
+        raise ValueError(f"{len(samples)} samples but {len(lineage)} lineage ids")
+    _, dist = nearest_centre(samples, centres)
+    hq = dist <= threshold * std
+    if not bool(hq.any()):
+        return float("nan"), 0.0
+    idx = nearest_centre(samples[hq], centres)[0]
+    m, n = int(torch.unique(idx).numel()), int(hq.sum())
+    n_eff = effective_lineages(torch.as_tensor(lineage)[hq.cpu()])
+    plug_in = mode_reverse_kl(samples, centres, std, threshold)
+    return plug_in - (m - 1) / (2 * n_eff), n_eff
 
 
 # --- the loss (notebook section 5) ---
@@ -663,21 +716,6 @@ def ring_gap_contrast(energy: Callable[[torch.Tensor], torch.Tensor], n_modes: i
     ridge = u.reshape(*u.shape[:-1], n_radii, 2 * n_modes).amin(-2)                      # [..., 2n]
     modes, mids = ridge[..., 0::2], ridge[..., 1::2]
     return mids - torch.maximum(modes, modes.roll(-1, -1))
-
-
-def mixing_rule(tv_chain: float, tv_long: float, tv_floor: float) -> "Verdict":
-    """Do chains of the length used reach the learned model? TV to $q_\\theta$ of the chain of the length
-    used (`tv_chain`), of ten times as many steps (`tv_long`), against the exact-sample noise floor:
-    supported when the chain is within the floor; contradicted when it is above the floor and the
-    long chain is too (or the long chain is below the floor while the short one is not: the chains
-    of the length used have not mixed); never inconclusive once the floor is measured."""
-    from .verdicts import CONTRADICTED, SUPPORTED, Verdict
-    if not all(math.isfinite(v) and v >= 0 for v in (tv_chain, tv_long, tv_floor)):
-        raise ValueError(f"TVs must be finite and >= 0, got {tv_chain!r}, {tv_long!r}, {tv_floor!r}")
-    ok = tv_chain <= tv_floor
-    return Verdict(SUPPORTED if ok else CONTRADICTED, "within_tolerance" if ok else "exceeds_tolerance",
-                   f"TV {tv_chain:.3f} ({'within' if ok else 'above'} the exact-sample floor {tv_floor:.3f}); "
-                   f"ten times as many steps: {tv_long:.3f} ({'within' if tv_long <= tv_floor else 'above'})")
 
 
 def allocation_variance_ratio(var_p: float, var_q: float, cost_q: float = 1.0) -> float:

@@ -618,16 +618,211 @@ class GanParams:
     toy_lr: float = param(2e-3, lo=0.0, hi=1.0)
     toy_lr_decay_frac: float = param(0.6, lo=0.0, hi=1.0,
                                      doc="last fraction of the 2-D updates over which lr decays geometrically to 1/10")
-    toy_seeds: int = param(10, lo=2, hi=1000, doc="paired seeds per arm (members of each batched ensemble)")
+    toy_seeds: int = param(20, lo=2, hi=1000, doc="paired seeds per arm (members of each batched ensemble)")
     toy_eval_samples: int = param(2500, lo=10, hi=10**7)
     toy_eval_every: int = param(500, lo=1, hi=10**7, doc="2-D training curves: evaluate every this many updates")
-    image_steps: int = param(2500, lo=1, hi=10**7)
+    image_steps: int = param(6000, lo=1, hi=10**7, doc="Fashion-MNIST updates per run (training stage)")
     image_batch: int = param(64, lo=2, hi=4096)
     image_width: int = param(16, lo=1, hi=1024)
     image_z_dim: int = param(64, lo=1, hi=4096)
     image_lr: float = param(2e-3, lo=0.0, hi=1.0)
-    image_seeds: int = param(3, lo=2, hi=100)
+    image_seeds: int = param(8, lo=2, hi=100, doc="paired seeds per arm judged by one study run")
     image_eval_every: int = param(500, lo=1, hi=10**7)
     image_eval_samples: int = param(1500, lo=10, hi=10000)
     image_simultaneous: bool = param(False, doc="also train the two-optimizer simultaneous arm on Fashion-MNIST")
-    sweep_steps: int = param(1000, lo=2, hi=10**7)
+    image_lr_decay_frac: float = param(0.5, lo=0.0, hi=1.0,
+                                       doc="Fashion-MNIST: last fraction of updates over which lr decays geometrically to 1/10")
+    image_workers: int = param(2, lo=1, hi=64, doc="training stage: runs in parallel, one thread each")
+    sweep_steps: int = param(4000, lo=2, hi=10**7)
+
+
+# --- chapter 01's Fashion-MNIST runs: trained once in their own stage (`python -m kexue.gan train`) ---
+
+FASHION_METHODS = ("single", "alternating")
+FASHION_KEEP = 36                    # final samples kept per run for the notebook's figures (uint8)
+SEED_OFFSET = 1000                   # kexue.verify reruns a chapter at seed + 1000
+
+
+def fashion_seeds(seed: int, n: int) -> list[int]:
+    """The paired seeds a study run judges: `n` from `seed` (the chapter's run: 0..n-1; its rerun by
+    kexue.verify, at seed + 1000: 1000..1000+n-1)."""
+    return [int(seed) + k for k in range(n)]
+
+
+def fashion_run(method: str, seed: int, cfg: dict, x_train: torch.Tensor, real_feats: torch.Tensor,
+                classifier: nn.Module, device: torch.device | str = "cpu") -> dict:
+    """One DCGAN run on Fashion-MNIST (images in [-1, 1]) by `method`, Adam(beta1, beta2), lr decaying
+    geometrically to 1/10 over the last `image_lr_decay_frac` of `image_steps` (`lr_factor`).
+
+    Seed `seed` fixes the initial weights, data order and noise (the same in every method); the
+    evaluation noise is seed + 10**6. Every `image_eval_every` updates (and at 0): classifier-feature
+    FD of `image_eval_samples` samples against `real_feats` (`frechet_distance_active`), classes
+    covered, KL of the class histogram to uniform. Returns the history, the last `FASHION_KEEP`
+    samples as uint8, seconds and whether a loss became non-finite (training stops there).
+    """
+    import time
+    from .metrics import class_coverage, extract, frechet_distance_active
+    t0 = time.perf_counter()
+    steps, batch, z_dim = cfg["image_steps"], cfg["image_batch"], cfg["image_z_dim"]
+    torch.manual_seed(seed)
+    G, D = DCGenerator(z_dim, cfg["image_width"]).to(device), DCDiscriminator(cfg["image_width"]).to(device)
+    trainer = GANTrainer(G, D, method, gan_adam(cfg["beta1"], cfg["beta2"]), cfg["image_lr"], lam=cfg["lam"])
+    opts = [trainer.opt] if method.startswith("single") else [trainer.opt_d, trainer.opt_g]
+    base = [[g["lr"] for g in o.param_groups] for o in opts]
+    gen = torch.Generator().manual_seed(seed)
+    z_eval = torch.randn(cfg["image_eval_samples"], z_dim, generator=torch.Generator().manual_seed(10**6 + seed))
+
+    def evaluate(step: int, losses: dict) -> dict:
+        with torch.no_grad():          # BatchNorm in training mode: statistics of each 500-sample chunk
+            imgs = torch.cat([G(z_eval[i:i + 500].to(device)).cpu() for i in range(0, len(z_eval), 500)])
+        feats, preds = extract(classifier, imgs)
+        cov = class_coverage(preds)
+        return {"step": step, **losses, "fd": float(frechet_distance_active(feats, real_feats)),
+                "classes": int(cov["classes"]), "class_kl": float(cov["kl_to_uniform"]), "_imgs": imgs}
+
+    first = evaluate(0, {})
+    history, last_imgs, diverged = [{k: v for k, v in first.items() if k != "_imgs"}], first["_imgs"], False
+    for step in range(1, steps + 1):
+        f = lr_factor(step, steps, cfg["image_lr_decay_frac"])
+        for o, lrs in zip(opts, base):
+            for g, lr0 in zip(o.param_groups, lrs):
+                g["lr"] = lr0 * f
+        x = x_train[torch.randint(len(x_train), (batch,), generator=gen)].to(device)
+        z = torch.randn(batch, z_dim, generator=gen).to(device)
+        losses = trainer.step(x, z)
+        if not all(math.isfinite(v) for v in losses.values()):
+            diverged = True
+            history.append({"step": step, **losses, "fd": float("nan"), "classes": float("nan"),
+                            "class_kl": float("nan")})
+            break
+        if step % cfg["image_eval_every"] == 0 or step == steps:
+            row = evaluate(step, losses)
+            last_imgs = row.pop("_imgs")
+            history.append(row)
+    keep = ((last_imgs[:FASHION_KEEP, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    return {"method": method, "seed": int(seed), "history": history, "diverged": diverged,
+            "seconds": round(time.perf_counter() - t0, 1), "samples": keep}
+
+
+_WORKER: dict = {}
+
+
+def _fashion_worker_init(cfg: dict) -> None:
+    """Load data, classifier and the real test features once per worker process (one thread each)."""
+    from .data import load_fashion_mnist
+    from .metrics import extract, load_classifier
+    torch.set_num_threads(1)
+    x_train, _ = load_fashion_mnist(train=True)
+    x_test, _ = load_fashion_mnist(train=False)
+    classifier = load_classifier(device="cpu")
+    real_feats, _ = extract(classifier, x_test[:cfg["image_eval_samples"]] * 2 - 1)
+    _WORKER.update(cfg=cfg, x_train=x_train * 2 - 1, real_feats=real_feats, classifier=classifier)
+
+
+def _fashion_worker_run(job: tuple[str, int]) -> dict:
+    w = _WORKER
+    return fashion_run(job[0], job[1], w["cfg"], w["x_train"], w["real_feats"], w["classifier"])
+
+
+def train_fashion(cfg: dict, log: Callable[[str], None] = print) -> dict:
+    """Every Fashion-MNIST run the chapter and its rerun judge: `FASHION_METHODS` x (`image_seeds`
+    seeds from `seed` and from `seed + SEED_OFFSET`), on CPU in `image_workers` processes of one
+    thread each (a run's numbers do not depend on how many run beside it)."""
+    import multiprocessing as mp
+    import time
+    seeds = fashion_seeds(cfg["seed"], cfg["image_seeds"]) + fashion_seeds(cfg["seed"] + SEED_OFFSET, cfg["image_seeds"])
+    methods = FASHION_METHODS + (("simultaneous",) if cfg["image_simultaneous"] else ())
+    jobs = [(m, s) for s in seeds for m in methods]
+    t0 = time.perf_counter()
+    runs = []
+    if cfg["image_workers"] == 1:
+        _fashion_worker_init(cfg)
+        results = map(_fashion_worker_run, jobs)
+    else:
+        pool = mp.get_context("spawn").Pool(cfg["image_workers"], _fashion_worker_init, (cfg,))
+        results = pool.imap(_fashion_worker_run, jobs)
+    for r in results:
+        runs.append(r)
+        last = r["history"][-1]
+        log(f"{r['method']:>12} seed {r['seed']:>4}: FD {last['fd']:.1f}, {last['classes']} classes, "
+            f"{r['seconds']:.0f} s ({time.perf_counter() - t0:.0f} s in all)")
+    if cfg["image_workers"] != 1:
+        pool.close()
+        pool.join()
+    keys = ("seed", "lam", "beta1", "beta2") + tuple(k for k in cfg if k.startswith("image_"))
+    config = {**{k: cfg[k] for k in keys}, "methods": list(methods), "seeds": seeds, "threads_per_run": 1,
+              "torch": torch.__version__, "stage_seconds": round(time.perf_counter() - t0)}
+    samples = {f"{r['method']}_{r['seed']}": r.pop("samples") for r in runs}
+    return {"config": config, "runs": runs, "samples": samples}
+
+
+FASHION_RUNS_DIR = None              # set below (needs kexue.config.ROOT)
+
+
+def save_fashion_runs(result: dict, folder) -> "Path":
+    """runs.json (config, histories, times) and samples.npz, with their SHA-256 in checksums.json;
+    written into a fresh folder, then swapped in (a failed run leaves the old one)."""
+    import json
+    import shutil
+    from pathlib import Path
+    from .data import file_sha256
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / "runs.json").write_text(json.dumps({"config": result["config"], "runs": result["runs"]}, indent=1))
+    np.savez_compressed(tmp / "samples.npz", **result["samples"])
+    (tmp / "checksums.json").write_text(json.dumps({n: file_sha256(tmp / n) for n in ("runs.json", "samples.npz")},
+                                                   indent=1))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder
+
+
+def load_fashion_runs(folder=None) -> tuple[dict, list, dict]:
+    """(config, runs, samples) of the committed training stage, checked against checksums.json."""
+    import json
+    from pathlib import Path
+    from .data import DataError, file_sha256
+    folder = Path(folder or FASHION_RUNS_DIR)
+    if not (folder / "checksums.json").exists():
+        raise DataError(f"{folder} has no trained runs: run `dvc repro 01_single_loss_gan_train` "
+                        "(or `python -m kexue.gan train`)")
+    for name, digest in json.loads((folder / "checksums.json").read_text()).items():
+        if file_sha256(folder / name) != digest:
+            raise DataError(f"{folder / name}: SHA-256 differs from checksums.json; rerun "
+                            "`dvc repro 01_single_loss_gan_train`")
+    data = json.loads((folder / "runs.json").read_text())
+    with np.load(folder / "samples.npz") as z:
+        samples = {k: z[k] for k in z.files}
+    return data["config"], data["runs"], samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kexue.gan train`: chapter 01's Fashion-MNIST training stage (params.yaml `gan`)."""
+    import argparse
+    from pathlib import Path
+    from .config import chapter_params
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["train"])
+    ap.add_argument("--out", default=str(FASHION_RUNS_DIR))
+    ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    args = ap.parse_args(argv)
+    cfg = chapter_params("gan", overrides={"common": {"scale": args.scale}} if args.scale else None)
+    result = train_fashion(cfg, log=lambda m: print(m, flush=True))
+    save_fashion_runs(result, Path(args.out))
+    print(f"trained {len(result['runs'])} runs in {result['config']['stage_seconds']} s -> {args.out}")
+    return 0
+
+
+def _runs_dir():
+    from .config import ROOT
+    return ROOT / "data" / "gan_fashion_runs"
+
+
+FASHION_RUNS_DIR = _runs_dir()
+
+if __name__ == "__main__":
+    raise SystemExit(main())
