@@ -581,7 +581,8 @@ for i, dataset in enumerate(("ring", "grid")):
             band(axes[i, j], st.index, st["mean"] - st["std"], st["mean"] + st["std"], lower=0, upper=top,
                  color=toy_colours[method])
         axes[i, j].axhline(REGIME[dataset][j], color="0.5", ls=":", lw=1)
-        axes[i, j].set(title=f"{dataset}: {label}", ylabel=label)
+        axes[i, j].set(title=f"{dataset}: {label}", ylabel=label, xlabel="update")
+        axes[i, j].ticklabel_format(axis="x", style="plain")
         if toy_lr_decay_frac:
             axes[i, j].axvspan(toy_steps_of[dataset] * (1 - toy_lr_decay_frac), toy_steps_of[dataset], color="0.93",
                                zorder=0)
@@ -650,6 +651,14 @@ if lam == 1.0:
                   + (f"about {seeds_needed(noise_floor[(d, m)][0], registry.margin(k))} paired seeds would resolve it"
                      if seeds_needed(noise_floor[(d, m)][0], registry.margin(k)) else "more than 2,000 seeds") + ")"
                   for k, (d, m) in EQ_PARTS.items() if not noise_floor[(d, m)][1] <= registry.margin(k)]
+    collapsed = toy[(toy.modes == 0) & ~toy.diverged]
+    report.note(("Runs that ended covering no mode at all: " + ", ".join(
+        f"{r.dataset} {r.method} seed {r.seed}" for r in collapsed.itertuples()) + " (kept: a collapsed run is a "
+        "result of its method and seed; its pair carries it into every paired difference, the null control too). "
+        if len(collapsed) else "No run ended covering no mode. ")
+        + "The detectable differences here come from the null control's spread (single − simultaneous); the claims "
+          "table's 'detectable' column comes from the spread of single − alternating itself, which is wider where "
+          "the two methods differ seed by seed.")
     report.note(("The noise floor's detectable difference exceeds the registered margin for "
                  + "; ".join(unresolved) + ": a margin-sized difference there is smaller than what these seeds "
                  "detect with 80% power, so an interval that straddles the margin on that part says nothing "
@@ -797,6 +806,7 @@ for m in image_methods:
     band(axes[1], late.index, late["mean"] - late["std"], late["mean"] + late["std"], lower=0, color=palette[m])
 axes[0].axhline(FD_TARGET, color="0.5", ls=":", lw=1, label=f"FD {fmt(FD_TARGET)}")
 axes[0].set(yscale="log", xlabel="update", ylabel="classifier FD (lower is better)", title="every seed")
+axes[0].yaxis.set_major_locator(mticker.FixedLocator([20, 30, 50, 100, 200, 500, 1000]))
 axes[0].yaxis.set_major_formatter(mticker.ScalarFormatter())           # 100, 200, not 10^2, 2 x 10^2
 axes[0].yaxis.set_minor_formatter(mticker.NullFormatter())
 lr_start = img_steps * (1 - run_cfg["image_lr_decay_frac"])
@@ -835,7 +845,13 @@ report.note(
       f"on this feature space and uniform noise {fmt(clf_metrics['fd_uniform_noise_vs_train_5k'])}; the registered "
       f"equivalence margin is ±{fmt(registry.margin('fashion_fd_equivalent'))}"
       f"{registry['fashion_fd_equivalent'].unit}. Convergence (the gate of that part): "
-      f"{'passed' if fd_flattened.verdict == verdicts.SUPPORTED else 'not shown'}: {fd_flattened.evidence}.")
+      f"{'passed' if fd_flattened.verdict == verdicts.SUPPORTED else 'not shown'}: {fd_flattened.evidence}. "
+    + ("" if fd_flattened.verdict == verdicts.SUPPORTED else
+       f"At this equal budget of {img_steps:,} updates the single loss is worse on "
+       f"{int((fd_piv['single'] > fd_piv['alternating']).sum())} of {len(fd_piv)} seeds, by more than the margin "
+       + ("(the whole interval)" if fd_diff.low > registry.margin('fashion_fd_equivalent') else "(not the whole interval)")
+       + "; the registered gate leaves open whether it would catch up with more updates, so the equivalence part "
+         "is not judged. Slower convergence at the same learning rate is itself a difference in how the two train."))
 
 # %% [markdown]
 # ## 8. Experiment 4 — does $\lambda$ set the learning-rate ratio?
@@ -845,13 +861,14 @@ report.note(
 # $\epsilon$. Here: the ratio of the generator's total movement over training to that at $\lambda = 1$, and
 # what training reaches.
 #
-# **An SGD that trains.** Plain SGD trained no ring at any learning rate of the scan in an earlier version
+# **SGD with momentum.** Plain SGD trained no ring at any learning rate of the scan in an earlier version
 # of this chapter (commit b096a38), so a sweep under it showed what $\lambda$ does to weights that do not
 # learn. The SGD arm therefore uses heavy-ball momentum 0.5: the momentum buffer is linear in the
 # gradient, so multiplying the generator's gradient by $\lambda$ is still exactly a $\lambda$ times larger
 # generator learning rate. In a pilot on this ring (seed 0) momentum 0.9 diverged at most learning rates
 # and 0.5 did not; the scan below shows what 0.5 reaches. The learning rate is the one of the scan under
-# which $\lambda = 1$ trains best, and every run is as long as the ring runs of §6.
+# which $\lambda = 1$ trains best, and every run is as long as the ring runs of §6. Evaluation noise comes
+# from its own generator, so the sweep's $\lambda = 1$ run is the scan's run at that learning rate.
 
 # %%
 sweep_rows = []
@@ -874,9 +891,11 @@ for lr_ in progress(SGD_SCAN, desc="SGD lr scan"):
     G_, D_, trainer = ring_run(gan_sgd(SGD_MOMENTUM), lr_, 1.0)
     g = torch.Generator().manual_seed(seed)
 
+    g_eval = torch.Generator().manual_seed(seed + 7)               # evaluation noise apart from training's
+
     def evaluate(step):
         with torch.no_grad():
-            return mode_stats(G_(torch.randn(toy_eval_samples, 2, generator=g).to(dev)).cpu(), centres, std)
+            return mode_stats(G_(torch.randn(toy_eval_samples, 2, generator=g_eval).to(dev)).cpu(), centres, std)
 
     last = fit(trainer, lambda n, gen: sample_mixture(centres, std, n, gen), 2, sweep_steps, toy_batch, g, dev,
                evaluate, sweep_steps, desc=f"SGD lr {lr_:g}")[-1]
@@ -908,11 +927,12 @@ for opt_name, lam_ in progress(list(itertools.product(sweep_optimizers, (0.25, 1
     g0 = torch.cat([p.detach().flatten().clone() for p in G_.parameters()])
     trainer = GANTrainer(G_, D_, "single", make, lr_, lam=lam_)
     g = torch.Generator().manual_seed(seed)
+    g_eval = torch.Generator().manual_seed(seed + 7)               # evaluating after step 1 leaves training's stream alone
     moved = []
 
     def evaluate(step):
         with torch.no_grad():
-            s = G_(torch.randn(toy_eval_samples, 2, generator=g).to(dev)).cpu()
+            s = G_(torch.randn(toy_eval_samples, 2, generator=g_eval).to(dev)).cpu()
         return {**mode_stats(s, centres, std),
                 "G movement": (torch.cat([p.detach().flatten() for p in G_.parameters()]) - g0).norm().item()}
 
@@ -1235,7 +1255,12 @@ report.finding(
     f"Fashion-MNIST, {img_steps:,} updates (lr decayed to 1/10 over the last "
     f"{run_cfg['image_lr_decay_frac']:.0%}), {image_seeds} paired seeds: classifier-feature FD "
     + ", ".join(f"{spread(fd_piv[m], 1)} ({m})" for m in image_methods)
-    + f"; convergence check {'passed' if fd_flattened.verdict == verdicts.SUPPORTED else 'not passed'}.")
+    + f"; single − alternating at this equal budget {fd_diff.text()}, single worse on "
+      f"{int((fd_piv['single'] > fd_piv['alternating']).sum())} of {len(fd_piv)} seeds; convergence check "
+    + ("passed." if fd_flattened.verdict == verdicts.SUPPORTED else
+       "not passed (" + "; ".join(f"{m} {v.estimate:+.1f} FD over the last quarter" for m, v in
+                                  zip(("single", "alternating"), flat_parts)) + "), so the equivalence part is not "
+       "judged: the runs measure the quality reached at this budget, and the single loss was still improving."))
 report.finding(
     f"Benchmark on {bench['device']}, speed-up of one single-loss update over one alternating update "
     f"(geometric mean [90% CI] over rounds), and its peak memory saved for backward: " + "; ".join(
