@@ -593,13 +593,13 @@ for i, name in enumerate(TARGETS):
         ax.grid(False)
         ax.set_title(title)
     fig.colorbar(im, ax=axes[i, :3], shrink=0.8, label="log density [nats]")
-    for ax, m, title in ((axes[i, 3], m_buf, "buffer contents"), (axes[i, 4], m_nob, "no buffer, K steps\nfrom noise")):
+    for ax, m, title in ((axes[i, 3], m_buf, "buffer contents"), (axes[i, 4], m_nob, "no buffer")):
         smp = toy_samples[name][m]
         ax.scatter(smp[:, 0], smp[:, 1], s=1, alpha=0.4)
         ax.set_xlim(-half, half)
         ax.set_ylim(-half, half)
         ax.set_aspect("equal")
-        ax.set_title(f"{title}\n({len(smp)} samples)" if "\n" not in title else f"{title}, {len(smp)}")
+        ax.set_title(f"{title}\n({len(smp)} samples)")
 report.figure(fig, "toy_densities_samples",
               caption=f"Rows: ring, grid (seed 0). Columns: true log-density; learned $-U_\\theta$ of the recipe (buffer) "
                       f"and of the model trained without buffer, normalised on the {toy_grid}² grid (log scale, "
