@@ -515,6 +515,44 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
+def save_checked_runs(folder: Path, record: dict, arrays_file: str, arrays: dict) -> Path:
+    """A training stage's committed results: runs.json (`record`) and `arrays_file` (.npz of `arrays`),
+    with the SHA-256 of each in checksums.json; written into a fresh folder, then swapped in (a failed
+    run leaves the old one)."""
+    import json
+    import shutil
+    import numpy as np
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    (tmp / "runs.json").write_text(json.dumps(record, indent=1))
+    np.savez_compressed(tmp / arrays_file, **{k: np.asarray(v) for k, v in arrays.items()})
+    (tmp / "checksums.json").write_text(json.dumps({n: file_sha256(tmp / n) for n in ("runs.json", arrays_file)},
+                                                   indent=1))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
+    return folder
+
+
+def load_checked_runs(folder: Path, arrays_file: str, stage: str, command: str) -> tuple[dict, dict]:
+    """(runs.json, {name: array}) of `save_checked_runs`, every file checked against checksums.json;
+    the errors name the stage (and `command`) that rebuilds them."""
+    import json
+    import numpy as np
+    folder = Path(folder)
+    if not (folder / "checksums.json").exists():
+        raise DataError(f"{folder} has no trained runs: run `dvc repro {stage}` (or `{command}`)")
+    for name, digest in json.loads((folder / "checksums.json").read_text()).items():
+        if file_sha256(folder / name) != digest:
+            raise DataError(f"{folder / name}: SHA-256 differs from checksums.json; rerun `dvc repro {stage}`")
+    with np.load(folder / arrays_file) as z:
+        arrays = {k: z[k] for k in z.files}
+    return json.loads((folder / "runs.json").read_text()), arrays
+
+
 def load_checked(path: Path, record: Path, retrain: str, device="cpu") -> dict:
     """A committed checkpoint, checked against the SHA-256 in `record`, loaded with `weights_only=True`.
 

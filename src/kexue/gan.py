@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import param
+from .config import ROOT, param
 from .toy2d import mode_reverse_kl, mode_stats  # noqa: F401  (part of this module's API, DESIGN.md)
 from .fmt import fmt
 from .verdicts import CONTRADICTED, INCONCLUSIVE, SUPPORTED, Verdict
@@ -756,47 +756,21 @@ def train_fashion(cfg: dict, log: Callable[[str], None] = print) -> dict:
     return {"config": config, "runs": runs, "samples": samples}
 
 
-FASHION_RUNS_DIR = None              # set below (needs kexue.config.ROOT)
+FASHION_RUNS_DIR = ROOT / "data" / "gan_fashion_runs"
 
 
-def save_fashion_runs(result: dict, folder) -> "Path":
-    """runs.json (config, histories, times) and samples.npz, with their SHA-256 in checksums.json;
-    written into a fresh folder, then swapped in (a failed run leaves the old one)."""
-    import json
-    import shutil
-    from pathlib import Path
-    from .data import file_sha256
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "runs.json").write_text(json.dumps({"config": result["config"], "runs": result["runs"]}, indent=1))
-    np.savez_compressed(tmp / "samples.npz", **result["samples"])
-    (tmp / "checksums.json").write_text(json.dumps({n: file_sha256(tmp / n) for n in ("runs.json", "samples.npz")},
-                                                   indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.replace(folder)
-    return folder
+def save_fashion_runs(result: dict, folder=FASHION_RUNS_DIR) -> "Path":
+    """runs.json (config, histories, times) and samples.npz, with their SHA-256 in checksums.json
+    (`kexue.data.save_checked_runs`)."""
+    from .data import save_checked_runs
+    return save_checked_runs(folder, {"config": result["config"], "runs": result["runs"]}, "samples.npz",
+                             result["samples"])
 
 
-def load_fashion_runs(folder=None) -> tuple[dict, list, dict]:
+def load_fashion_runs(folder=FASHION_RUNS_DIR) -> tuple[dict, list, dict]:
     """(config, runs, samples) of the committed training stage, checked against checksums.json."""
-    import json
-    from pathlib import Path
-    from .data import DataError, file_sha256
-    folder = Path(folder or FASHION_RUNS_DIR)
-    if not (folder / "checksums.json").exists():
-        raise DataError(f"{folder} has no trained runs: run `dvc repro 01_single_loss_gan_train` "
-                        "(or `python -m kexue.gan train`)")
-    for name, digest in json.loads((folder / "checksums.json").read_text()).items():
-        if file_sha256(folder / name) != digest:
-            raise DataError(f"{folder / name}: SHA-256 differs from checksums.json; rerun "
-                            "`dvc repro 01_single_loss_gan_train`")
-    data = json.loads((folder / "runs.json").read_text())
-    with np.load(folder / "samples.npz") as z:
-        samples = {k: z[k] for k in z.files}
+    from .data import load_checked_runs
+    data, samples = load_checked_runs(folder, "samples.npz", "01_single_loss_gan_train", "python -m kexue.gan train")
     return data["config"], data["runs"], samples
 
 
@@ -816,13 +790,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {len(result['runs'])} runs in {result['config']['stage_seconds']} s -> {args.out}")
     return 0
 
-
-def _runs_dir():
-    from .config import ROOT
-    return ROOT / "data" / "gan_fashion_runs"
-
-
-FASHION_RUNS_DIR = _runs_dir()
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -859,40 +859,16 @@ def train_arms(p: dict, device="cpu", log=print) -> dict:
 
 def save_runs(result: dict, folder: Path = RUNS_DIR) -> Path:
     """runs.json (config, histories, generations, times) and arrays.npz (per-query scores), with the
-    SHA-256 of each in checksums.json; written into a fresh folder, then swapped in."""
-    import json
-    import shutil
-    from .data import file_sha256
-    folder = Path(folder)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    (tmp / "runs.json").write_text(json.dumps({"config": result["config"], "runs": result["runs"]}, indent=1))
-    np.savez_compressed(tmp / "arrays.npz", **{k: np.asarray(v) for k, v in result["arrays"].items()})
-    (tmp / "checksums.json").write_text(json.dumps({n: file_sha256(tmp / n) for n in ("runs.json", "arrays.npz")},
-                                                   indent=1))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.replace(folder)
-    return folder
+    SHA-256 of each in checksums.json (`kexue.data.save_checked_runs`)."""
+    from .data import save_checked_runs
+    return save_checked_runs(folder, {"config": result["config"], "runs": result["runs"]}, "arrays.npz",
+                             result["arrays"])
 
 
 def load_runs(folder: Path = RUNS_DIR) -> tuple[dict, list, dict]:
     """(config, runs, arrays) of the committed training stage, checked against checksums.json."""
-    import json
-    from .data import DataError, file_sha256
-    folder = Path(folder)
-    if not (folder / "checksums.json").exists():
-        raise DataError(f"{folder} has no trained runs: run `dvc repro 05_simbert_train` "
-                        "(or `python -m kexue.simbert train`)")
-    sums = json.loads((folder / "checksums.json").read_text())
-    for name, digest in sums.items():
-        if file_sha256(folder / name) != digest:
-            raise DataError(f"{folder / name}: SHA-256 differs from checksums.json; rerun `dvc repro 05_simbert_train`")
-    data = json.loads((folder / "runs.json").read_text())
-    with np.load(folder / "arrays.npz") as z:
-        arrays = {k: z[k] for k in z.files}
+    from .data import load_checked_runs
+    data, arrays = load_checked_runs(folder, "arrays.npz", "05_simbert_train", "python -m kexue.simbert train")
     return data["config"], data["runs"], arrays
 
 
