@@ -58,13 +58,14 @@ image_alpha = 0.03
 image_chain_steps = 5
 short_run_steps = 20
 image_buffer = 1000
-image_seeds = 3
+image_seeds = 8
 image_eval_samples = 500
 image_snapshots = 5
 fresh_chain_steps = 40
 long_chain_steps = 100
 long_chains = 200
 ood_samples = 1000
+image_workers = 2                  # the training stage's; read, not used here
 report_dir = "reports/02_energy_based_model"
 
 # %%
@@ -83,11 +84,12 @@ from kexue import verdicts
 from kexue.config import ROOT, pick_device, seed_everything
 from kexue.data import load_fashion_mnist, load_mnist_digits
 from kexue.figures import band, figure, legend_below, legend_right, sample_grid
-from kexue.ebm import (ConvEnergy, EBMTrainer, MLPEnergy, ReplayBuffer, allocation_rule, allocation_variance_ratio,
-                       classes_at_least, ebm_adam, ebm_loss, feature_spread, fit, gaussian_chain_variance,
-                       igebm_langevin, langevin, lineage_reverse_kl, per_sample_grads,
-                       reference_sampler_scales, ring_gap_contrast, trains_like_rule, uniform_init)
-from kexue.metrics import auroc, class_coverage, extract, frechet_distance_active, load_classifier, mmd2
+from kexue.ebm import (GARMENT_CLASS_SHARE, IMAGE_BUFFER, IMAGE_SHORT_RUN, EBMTrainer, GarmentScorer,
+                       MLPEnergy, ReplayBuffer, allocation_rule, allocation_variance_ratio, ebm_adam, ebm_loss,
+                       fashion_energy, fit, gaussian_chain_variance, igebm_langevin, langevin, lineage_reverse_kl,
+                       load_fashion_ebm, per_sample_grads, reference_sampler_scales, ring_gap_contrast,
+                       trains_like_rule, uniform_init)
+from kexue.metrics import auroc, load_classifier, mmd2
 from kexue.claims import is_article_claim
 from kexue.report import Report, fmt, progress
 from kexue.toy2d import kl_on_grid, mesh, mode_reverse_kl, mode_stats, nearest_centre, toy_dataset, toy_sampler
@@ -138,7 +140,7 @@ ALLOC_TOL = report.registry.margin("equal_numbers_fair")           # 1:1 is "fai
 assert report.registry.margin("equal_numbers_fair_compute") == ALLOC_TOL
 MODES_LOST = report.registry.margin("buffer_diversity_2d")         # smallest loss of diversity that matters, in modes
 FD_TARGET = report.registry.margin("generates_garments")           # recognisable garments: classifier FD at most ...
-CLASS_SHARE = 0.05        # ... with at least 8 classes holding at least 5% of the samples (the registered rule's
+CLASS_SHARE = GARMENT_CLASS_SHARE   # ... with at least 8 classes holding at least 5% of the samples (the registered rule's
 MIN_CLASSES = 8           #     second part: the registry holds one number per claim)
 
 # %% [markdown]
@@ -892,106 +894,64 @@ report.note(". ".join(
 # Scope: the short-run arm is one configuration, the buffer arm's sampler ($\lambda$, $\sigma$, clip) with
 # $K_\text{sr}$ steps from noise. Nijkamp et al. tune short-run chains differently (larger noise, their own step
 # sizes and step counts); a short-run model tuned for itself could do better than this arm.
+#
+# **Trained once.** Both arms train in their own stage, `02_energy_based_model_train` (`python -m kexue.ebm train`,
+# `kexue.ebm.fashion_ebm_set`), for `image_seeds` paired seeds from this run's seed and as many for its rerun (seeds
+# from seed + 1000), each set as one grouped-convolution ensemble in a process of one thread. The stage scores
+# everything that needs the final buffers (the table below, the ages and lineages, the long chains) and commits the
+# buffer arm's weights with SHA-256 checksums (`data/ebm_fashion_runs`); this page samples those weights for the
+# three samplers and the out-of-distribution check.
 
 # %%
+# The energies come from the training stage (02_energy_based_model_train): it trains every seed this chapter and its
+# rerun judge, and scores what needs the final buffers (section 11's tables and the long chains); this run judges
+# `image_seeds` of them and samples the committed energies for the rest.
+run_cfg, run_sets, run_arrays = load_fashion_ebm()
+if str(seed) not in run_sets or len(run_sets[str(seed)]["seeds"]) < image_seeds:
+    raise ValueError(f"the training stage has no set of {image_seeds} seeds from seed {seed} (it trained "
+                     + ", ".join(f"{len(v['seeds'])} from {k}" for k, v in run_sets.items())
+                     + "): rerun `dvc repro 02_energy_based_model_train`")
+run_set = run_sets[str(seed)]
+# The section's settings are the training stage's (a smoke run reads the committed default-scale runs too).
+(image_steps, image_batch, image_width, image_lr, image_chain_steps, short_run_steps, image_buffer, image_eval_samples,
+ image_snapshots, long_chain_steps, long_chains) = (run_cfg[k] for k in (
+    "image_steps", "image_batch", "image_width", "image_lr", "image_chain_steps", "short_run_steps", "image_buffer",
+    "image_eval_samples", "image_snapshots", "long_chain_steps", "long_chains"))
 x_train, _ = load_fashion_mnist(train=True)
 x_test, _ = load_fashion_mnist(train=False)
 classifier = load_classifier(device=dev)
-feats_test, _ = extract(classifier, (x_test[:max(image_eval_samples, 1000)] * 2 - 1).to(dev))
+image_scores = GarmentScorer(classifier, x_test[:max(image_eval_samples, 1000)])
 IMG_BUF, IMG_SR = "buffer", "short-run (no buffer)"
-IMG_SEEDS = [seed + s for s in range(image_seeds)]
-sr_updates = max(1, image_steps * (image_chain_steps + 1) // (short_run_steps + 1))
-IMG_ARMS = {IMG_BUF: {"buffer": True, "k": image_chain_steps, "updates": image_steps},
-            IMG_SR: {"buffer": False, "k": short_run_steps, "updates": sr_updates}}
-
-
-def image_scores(images):
-    """FD to the test features, classes with >= 5% / >= 1% of predictions, feature spread, class KL to uniform."""
-    f, pred = extract(classifier, (images * 2 - 1).to(dev))
-    cov = class_coverage(pred)
-    return {"FD": frechet_distance_active(f, feats_test), "classes ≥5%": classes_at_least(pred, CLASS_SHARE),
-            "classes ≥1%": cov["classes"], "class KL to uniform [nats]": cov["kl_to_uniform"],
-            "feature spread": feature_spread(f)}
-
-
-def train_image_arm(name):
-    """One grouped-convolution ensemble of `image_seeds` energies for one arm; snapshots of its chain ends
-    (and the buffer's FD) at `image_snapshots` evenly spaced updates."""
-    cfg = IMG_ARMS[name]
-    g = torch.Generator().manual_seed(seed + 1)
-    energy = ConvEnergy(image_width, image_seeds, IMG_SEEDS, normalise_output=False).to(dev)
-    trainer = EBMTrainer(energy, ebm_adam(energy.parameters(), image_lr), uniform_init((1, 28, 28), 0.0, 1.0, g, dev),
-                         cfg["k"], igebm_step, igebm_noise, image_alpha, "paper", cfg["buffer"], image_buffer,
-                         reinit_prob, clamp=(0.0, 1.0), generator=g, sampler="igebm", grad_clip=igebm_clip,
-                         groups=list(range(image_seeds)), buffer_seeds=IMG_SEEDS)
-    steps = cfg["updates"]
-    snap_at = sorted({int(round(steps * (i + 1) / image_snapshots)) for i in range(image_snapshots)})
-    snaps, snap_fd, recent = {}, [], []
-    n_recent = math.ceil(image_eval_samples / image_batch)      # updates whose chain ends make n_eval samples
-
-    def keep_snapshot(step):
-        # FD over training on image_eval_samples samples per seed: random buffer contents, or (no buffer) the
-        # chain ends of the latest updates, which span a similar stretch of training as the buffer does
-        if not cfg["buffer"] and any(0 <= st - step < n_recent for st in snap_at):
-            recent.append(trainer.last_fake.cpu())
-        if step in snap_at:
-            snaps[step] = trainer.last_fake[:, :8].cpu()                      # [seeds, 8, 1, 28, 28]
-            for m, b in enumerate(trainer.buffers):
-                if b is not None and len(b) >= image_eval_samples:
-                    idx = torch.randperm(len(b), generator=torch.Generator().manual_seed(step))[:image_eval_samples]
-                    snap_fd.append({"step": step, "seed": m, "FD": image_scores(b.storage[idx])["FD"]})
-                elif b is None and recent:
-                    ends = torch.cat([r[m] for r in recent])[-image_eval_samples:]
-                    snap_fd.append({"step": step, "seed": m, "FD": image_scores(ends)["FD"]})
-            recent.clear()
-
-    hist = fit(trainer, lambda n, gen: x_train[torch.randint(len(x_train), (n,), generator=gen)], steps, image_batch,
-               g, dev, log_every=max(1, steps // 50), callback=keep_snapshot,
-               desc=f"§11 Fashion-MNIST, {name}: {image_seeds} seeds")
-    return {"energy": energy, "trainer": trainer, "hist": hist, "snap_at": snap_at, "snaps": snaps,
-            "snap_fd": snap_fd}
-
-
-img_runs = {name: train_image_arm(name) for name in IMG_ARMS}
-image_energy, image_trainer = img_runs[IMG_BUF]["energy"], img_runs[IMG_BUF]["trainer"]
-sr_trainer = img_runs[IMG_SR]["trainer"]
-for h in img_runs[IMG_BUF]["hist"]:
-    live.log_metric("fashion/contrastive", float(np.mean(h["cd"])))
-    live.log_metric("fashion/energy_real", float(np.mean(h["e_real"])))
-    live.next_step()
-report.note(" ".join(
-    f"{name}: {run['hist'][-1]['step']} updates of {image_batch} images per seed, {IMG_ARMS[name]['k']} sampler steps "
-    f"each; mean energy at the last logged update {fmt(float(np.mean(run['hist'][-1]['e_real'])), 3)} (real) and "
-    f"{fmt(float(np.mean(run['hist'][-1]['e_fake'])), 3)} (chain samples); {sum(run['hist'][-1]['diverged'])} of "
-    f"{image_seeds} runs had a non-finite loss; {run['hist'][-1]['step'] * (IMG_ARMS[name]['k'] + 1):,} energy-gradient "
-    f"evaluations per training sample slot."
-    for name, run in img_runs.items()))
-
-# %%
-n_eval = min(image_eval_samples, min(len(b) for b in image_trainer.buffers))
-short_run_imgs = sr_trainer.sample(sr_trainer.fresh(n_eval), desc="§11 short-run chains").cpu()
-buf_from_noise = image_trainer.sample(image_trainer.fresh(n_eval), short_run_steps, desc="§11 buffer model from noise").cpu()
-img_rows, final_imgs, age_rows = [], {}, []
-MIN_AGE = math.ceil(short_run_steps / image_chain_steps)      # updates: as many chain steps as a short-run chain
+IMG_SEEDS = run_set["seeds"][:image_seeds]
+IMG_ARMS = {IMG_BUF: run_set["arms"][IMAGE_BUFFER], IMG_SR: run_set["arms"][IMAGE_SHORT_RUN]}
+sr_updates = IMG_ARMS[IMG_SR]["updates"]
+n_eval, MIN_AGE = run_set["n_eval"], run_set["min_age"]
 BUF_NOISE = f"buffer model, {short_run_steps} steps from noise"
 BUF_OLD = f"buffer, chains ≥ {MIN_AGE} updates old"
-for s in range(image_seeds):
-    b = image_trainer.buffers[s]
-    pick = torch.randperm(len(b), generator=torch.Generator().manual_seed(seed + s))[:n_eval]
-    final_imgs[(IMG_BUF, s)] = b.storage[pick.to(b.storage.device)].cpu()
-    final_imgs[(IMG_SR, s)] = short_run_imgs[s]
-    ages = b.ages[:len(b)]
-    old = torch.nonzero(ages >= MIN_AGE).squeeze(1)
-    old = old[torch.randperm(len(old), generator=torch.Generator().manual_seed(seed + s))[:n_eval]]
-    age_rows.append({"seed": s, "young share (buffer)": float((ages < MIN_AGE).double().mean()),
-                     "young share (scored)": float((ages[pick] < MIN_AGE).double().mean()),
-                     "median age [updates]": float(ages.double().median()), "old samples scored": len(old)})
-    img_rows.append({"arm": IMG_BUF, "seed": s, **image_scores(final_imgs[(IMG_BUF, s)])})
-    img_rows.append({"arm": IMG_SR, "seed": s, **image_scores(short_run_imgs[s])})
-    img_rows.append({"arm": BUF_OLD, "seed": s, **image_scores(b.storage[old.to(b.storage.device)].cpu())})
-    img_rows.append({"arm": BUF_NOISE, "seed": s, **image_scores(buf_from_noise[s])})     # the buffer model's own chains
-img = pd.DataFrame(img_rows)
-buffer_ages = pd.DataFrame(age_rows)
+ARM_NAMES = {IMAGE_BUFFER: IMG_BUF, IMAGE_SHORT_RUN: IMG_SR, "buffer_old": BUF_OLD, "buffer_from_noise": BUF_NOISE}
+judged = lambda rows: [r for r in rows if r["seed"] < image_seeds]                   # noqa: E731
+for h in IMG_ARMS[IMG_BUF]["hist"]:
+    live.log_metric("fashion/contrastive", float(np.mean(h["cd"][:image_seeds])))
+    live.log_metric("fashion/energy_real", float(np.mean(h["e_real"][:image_seeds])))
+    live.next_step()
+report.note(" ".join(
+    f"{name}: {arm_run['hist'][-1]['step']} updates of {image_batch} images per seed, {arm_run['k']} sampler steps "
+    f"each; mean energy at the last logged update "
+    f"{fmt(float(np.mean(arm_run['hist'][-1]['e_real'][:image_seeds])), 3)} (real) and "
+    f"{fmt(float(np.mean(arm_run['hist'][-1]['e_fake'][:image_seeds])), 3)} (chain samples); "
+    f"{sum(arm_run['hist'][-1]['diverged'][:image_seeds])} of {image_seeds} runs had a non-finite loss; "
+    f"{arm_run['hist'][-1]['step'] * (arm_run['k'] + 1):,} energy-gradient evaluations per training sample slot."
+    for name, arm_run in IMG_ARMS.items())
+    + f" Training stage: {len(run_sets)} sets of {len(run_set['seeds'])} seeds (this run's, seeds "
+      f"{run_set['seeds'][0]}–{run_set['seeds'][-1]}, and its rerun's or the chapter's) in "
+      f"{run_cfg['stage_seconds'] / 60:.0f} min, one thread per set, torch {run_cfg['torch']}; this set took "
+      f"{run_set['seconds'] / 60:.0f} min.")
+
+# %%
+img = pd.DataFrame([{**r, "arm": ARM_NAMES[r["arm"]]} for r in judged(run_set["rows"])])
+buffer_ages = pd.DataFrame(judged(run_set["age_rows"]))
+final_imgs = {(name, s): torch.from_numpy(run_arrays[f"{seed}/{key}/final"][s]).float().div(255).unsqueeze(1)
+              for key, name in ((IMAGE_BUFFER, IMG_BUF), (IMAGE_SHORT_RUN, IMG_SR)) for s in range(image_seeds)}
 refs = pd.DataFrame([{"arm": "real training images (reference)", "seed": 0, **image_scores(x_train[:n_eval])},
                      {"arm": "uniform noise (reference)", "seed": 0,
                       **image_scores(torch.rand(n_eval, 1, 28, 28, generator=torch.Generator().manual_seed(seed + 3)))}])
@@ -1035,8 +995,14 @@ report.show(buffer_ages.set_index("seed"), "buffer_ages",
                     f"per seed: the share younger than {MIN_AGE} updates (at most {(MIN_AGE - 1) * image_chain_steps} "
                     f"chain steps, fewer than the {short_run_steps} of a short-run chain) in the whole buffer and among "
                     f"the {n_eval} "
-                    "scored samples, the median age, and how many older samples the row "
-                    f"'{BUF_OLD}' scores.")
+                    "scored samples, the median age, how many older samples the row "
+                    f"'{BUF_OLD}' scores, and how many independent chains the buffer and the scored samples amount to "
+                    "(`effective_lineages`: the inverse Simpson index of the fresh starts they descend from).")
+report.note(f"Buffer samples are not independent draws: the {n_eval} scored per seed descend from "
+            f"{spread(buffer_ages['effective lineages (scored)'])} independent chains (effective number; the whole buffer "
+            f"of {run_set['buffer_sizes'][0]:,} from {spread(buffer_ages['effective lineages (buffer)'])}). The image "
+            "verdicts pair seeds, one number per seed, so they do not assume the samples within a seed are independent; "
+            "FD and the class counts of one seed describe those chains' samples, not as many independent draws.")
 noise_vs_sr = verdicts.difference(fd_noise.FD, fd_sr.FD, True, level=1 - 2 * ALPHA)
 report.note(
     f"What the buffer's numbers credit. Scoring only chains at least {MIN_AGE} updates old (the young ones are "
@@ -1052,36 +1018,40 @@ report.note(
 
 # %%
 fig, axes = figure(2, 1, height=1.0 + 2 * 0.95 * image_snapshots)
-for ax, a in zip(axes, (IMG_BUF, IMG_SR)):
-    run = img_runs[a]
-    sample_grid(ax, torch.cat([run["snaps"][st][0][:8] for st in run["snap_at"]]).clamp(0, 1), cols=8,
-                title=f"{a}: chain ends, seed 0")
-    ax.set_yticks([14 + 29 * i for i in range(len(run["snap_at"]))], [f"update {st}" for st in run["snap_at"]])
+for ax, (arm_key, a) in zip(axes, ((IMAGE_BUFFER, IMG_BUF), (IMAGE_SHORT_RUN, IMG_SR))):
+    snaps = torch.from_numpy(run_arrays[f"{seed}/{arm_key}/snapshots"][:, 0]).float().div(255)    # [snapshots, 8, 28, 28]
+    sample_grid(ax, snaps.flatten(0, 1).unsqueeze(1), cols=snaps.shape[1], title=f"{a}: chain ends, seed 0")
+    ax.set_yticks([14 + 29 * i for i in range(len(IMG_ARMS[a]["snap_at"]))],
+                  [f"update {st}" for st in IMG_ARMS[a]["snap_at"]])
 report.figure(fig, "fashion_samples_over_training",
               caption=f"Samples over training, seed 0: the 8 first chain ends of the update named on the left "
                       f"for the buffer arm ({image_chain_steps} IGEBM steps from the buffer) and the short-run arm "
                       f"({short_run_steps} steps from uniform noise). Same seed: same initial weights; rows are at the "
                       "same fractions of each arm's training, i.e. at equal compute.")
-side = max(1, min(4, math.isqrt(n_eval)))          # 4 x 4 per seed: about 55 px per image in a narrow column
-fig, axes = figure(2, image_seeds, height=2 * (0.8 + 7.2 / max(image_seeds, 3)), squeeze=False)
+side = 4                                          # 4 x 4 per seed, 3 seeds: about 60 px per image in a narrow column
+n_show = min(3, image_seeds)
+fig, axes = figure(2, n_show, height=2 * (0.8 + 7.2 / 3), squeeze=False)
 for i, a in enumerate((IMG_BUF, IMG_SR)):
-    for s in range(image_seeds):
+    for s in range(n_show):
         r = img[(img.arm == a) & (img.seed == s)].iloc[0]
-        sample_grid(axes[i, s], final_imgs[(a, s)][:side * side].clamp(0, 1), cols=side,
+        sample_grid(axes[i, s], final_imgs[(a, s)][:side * side], cols=side,
                     title=f"{a}, seed {s}\nFD {fmt(r.FD)}, {int(r['classes ≥5%'])} classes ≥5%")
 report.figure(fig, "fashion_samples",
-              caption=f"Final samples, {side}×{side} per seed: top, random buffer contents; bottom, the short-run model's "
-                      f"{short_run_steps}-step chains from noise. Titles: that seed's FD and classes with ≥ 5% of "
-                      f"{n_eval} samples.")
-if any(run["snap_fd"] for run in img_runs.values()):
+              caption=f"Final samples of seeds 0–{n_show - 1} (of {image_seeds}), {side}×{side} per seed: top, random "
+                      f"buffer contents; bottom, the short-run model's {short_run_steps}-step chains from noise. Titles: "
+                      f"that seed's FD and classes with ≥ 5% of {n_eval} samples (the table above has every seed).")
+snap_fd = {a: pd.DataFrame(judged(IMG_ARMS[a]["snap_fd"])) for a in IMG_ARMS}
+if any(not f.empty for f in snap_fd.values()):
     fig, ax = figure(height=3.2)
     for a, colour in ((IMG_BUF, "C0"), (IMG_SR, "C1")):
-        if not img_runs[a]["snap_fd"]:
+        sfd = snap_fd[a]
+        if sfd.empty:
             continue
-        sfd = pd.DataFrame(img_runs[a]["snap_fd"])
         for s, grp in sfd.groupby("seed"):
-            ax.plot(grp.step / IMG_ARMS[a]["updates"], grp.FD, marker="o", color=colour, ls=("-", "--", ":")[s % 3],
-                    label=f"{a}, seed {s}")
+            ax.plot(grp.step / IMG_ARMS[a]["updates"], grp.FD, color=colour, lw=0.8, alpha=0.35)
+        mean = sfd.groupby("step").FD.mean()
+        ax.plot(mean.index / IMG_ARMS[a]["updates"], mean.to_numpy(), marker="o", color=colour, lw=2,
+                label=f"{a}: mean of {sfd.seed.nunique()} seeds (thin: each seed)")
     ax.axhline(FD_TARGET, color="grey", ls="--", lw=1, label=f"target FD {fmt(FD_TARGET)}")
     ax.set(xlabel="fraction of training (equal compute for both arms)", ylabel="classifier FD",
            title="FD over training")
@@ -1095,18 +1065,18 @@ if any(run["snap_fd"] for run in img_runs.values()):
 
 def curve_end(a):
     """Per-seed FD at an arm's last snapshot (the end of its curve in the figure), or None if not scored."""
-    sfd = pd.DataFrame(img_runs[a]["snap_fd"])
-    if sfd.empty or not (sfd.step == img_runs[a]["snap_at"][-1]).any():
+    sfd = snap_fd[a]
+    if sfd.empty or not (sfd.step == IMG_ARMS[a]["snap_at"][-1]).any():
         return None
-    return sfd[sfd.step == img_runs[a]["snap_at"][-1]].set_index("seed").FD.sort_index()
+    return sfd[sfd.step == IMG_ARMS[a]["snap_at"][-1]].set_index("seed").FD.sort_index()
 
 
 end_sr, end_buf = curve_end(IMG_SR), curve_end(IMG_BUF)
 if end_sr is not None:
-    # What the code scores: the table, n_eval chains from noise run after `fit` on the final weights
-    # (`short_run_imgs`); the curve's last point, `keep_snapshot`'s chain ends of the last training updates, each
+    # What the training stage scores (kexue.ebm.fashion_ebm_set): the table, n_eval chains from noise run after `fit`
+    # on the final weights; the curve's last point, `keep_snapshot`'s chain ends of the last training updates, each
     # drawn by `EBMTrainer.step` before that update's optimizer step.
-    sr_snaps = img_runs[IMG_SR]["snap_at"]
+    sr_snaps = IMG_ARMS[IMG_SR]["snap_at"]
     n_win = min(math.ceil(image_eval_samples / image_batch), sr_snaps[-1] - (sr_snaps[-2] if len(sr_snaps) > 1 else 0))
     n_curve = min(image_eval_samples, n_win * image_batch)
     gap_sr = fd_sr.FD - end_sr
@@ -1124,7 +1094,7 @@ if end_sr is not None:
         gap_buf = fd_buf.FD - end_buf
         big_buf = float(gap_buf.abs().max())
         text += (f"For the buffer arm both numbers score random draws of {n_eval} from the same final buffer of "
-                 f"{len(image_trainer.buffers[0])} samples (overlapping draws), so their differences, "
+                 f"{run_set['buffer_sizes'][0]} samples (overlapping draws), so their differences, "
                  + ", ".join(f"seed {s} {fmt(gap_buf[s])}" for s in gap_buf.index)
                  + ", show what redrawing samples of one distribution does to FD at this sample size (overlapping draws "
                    "understate it). ")
@@ -1148,12 +1118,13 @@ if end_sr is not None:
 # **Three samplers on the trained energies.** From uniform noise, `fresh_chain_steps` steps of the IGEBM sampler,
 # of the article's Langevin equation ($\varepsilon$ = `step_size`, temperature 1) and of exact Langevin at the
 # code's temperature ($\varepsilon = 2\lambda$, $s = \sigma/\sqrt{2\lambda}$, no clip, gradient before noise), all projected
-# onto $[0, 1]$, on each buffer-arm energy. Then a long chain: `long_chains` buffer samples per seed continued for
-# `long_chain_steps` IGEBM steps, to see whether samples stay stable.
+# onto $[0, 1]$, on each buffer-arm energy (the training stage's committed weights). Then a long chain: `long_chains`
+# buffer samples per seed continued for `long_chain_steps` IGEBM steps, to see whether samples stay stable (run by the
+# training stage, which holds the buffers).
 
 # %%
-buf_energy = image_energy.eval()
-n_var = min(long_chains, n_eval)
+buf_energy = fashion_energy(run_cfg, run_arrays, seed, image_seeds, dev)
+n_var = run_set["n_var"]
 g_var = torch.Generator().manual_seed(seed + 2)
 starts = torch.rand(image_seeds, n_var, 1, 28, 28, generator=g_var).to(dev)
 sampler_runs = {
@@ -1189,21 +1160,8 @@ report.note(f"From noise in {fresh_chain_steps} steps, the IGEBM sampler reaches
               f"and its FD ({fmt(vm.iloc[1])}) is "
               + ("the worst of the three." if vm.iloc[1] == vm.max() else "not the worst of the three."))
 
-long_start = torch.stack([final_imgs[(IMG_BUF, s)][:n_var] for s in range(image_seeds)]).to(dev)
-checkpoints = sorted({0, long_chain_steps // 4, long_chain_steps // 2, long_chain_steps})
-chain, done, long_rows = long_start.clone(), 0, []
-with buf_energy.frozen():
-    for c in progress(checkpoints, desc="§11 long chain"):
-        if c > done:
-            chain = igebm_langevin(buf_energy, chain, c - done, igebm_step, igebm_noise, igebm_clip, (0.0, 1.0), g_var)
-        done = c
-        with torch.no_grad():
-            e_mean = buf_energy(chain).mean(1).cpu()
-        for s in range(image_seeds):
-            long_rows.append({"steps": c, "seed": s, "mean energy": float(e_mean[s]),
-                              "mean |x − start|": float((chain[s] - long_start[s]).abs().mean()),
-                              **image_scores(chain[s].cpu())})
-long_chain = pd.DataFrame(long_rows)
+checkpoints = sorted({r["steps"] for r in run_set["long_rows"]})
+long_chain = pd.DataFrame(judged(run_set["long_rows"]))
 long_cols = ["FD", "classes ≥5%", "feature spread", "mean energy", "mean |x − start|"]
 report.show(long_chain.groupby("steps")[long_cols].agg(spread), "long_chain",
             caption=f"{n_var} buffer samples per seed continued with the IGEBM sampler: FD of the {n_var} samples "

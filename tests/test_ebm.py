@@ -594,3 +594,85 @@ def test_allocation_variance_ratio_limits_and_bad_input():
         allocation_variance_ratio(1.0, 1.0, 0)
     with pytest.raises(ValueError, match="var_q=-1"):
         allocation_variance_ratio(1.0, -1.0)
+
+
+# --- chapter 02's Fashion-MNIST training stage ---
+
+def _tiny_image_cfg(**kw):
+    cfg = {"seed": 0, "reinit_prob": 0.05, "igebm_step": 10.0, "igebm_noise": 0.005, "igebm_clip": 0.01,
+           "short_run_steps": 3, "long_chain_steps": 4, "long_chains": 20, "image_steps": 6, "image_batch": 8,
+           "image_width": 2, "image_lr": 1e-3, "image_alpha": 0.03, "image_chain_steps": 1, "image_buffer": 64,
+           "image_seeds": 2, "image_eval_samples": 40, "image_snapshots": 2, "image_workers": 1}
+    return {**cfg, **kw}
+
+
+def test_image_arms_spend_equal_compute_and_seed_sets_are_disjoint():
+    from kexue.ebm import IMAGE_BUFFER, IMAGE_SHORT_RUN, SEED_OFFSET, image_arm_plans, image_seed_list
+    plans = image_arm_plans({"image_steps": 3500, "image_chain_steps": 5, "short_run_steps": 20})
+    buf, sr = plans[IMAGE_BUFFER], plans[IMAGE_SHORT_RUN]
+    assert (buf["buffer"], sr["buffer"]) == (True, False) and (buf["k"], sr["k"]) == (5, 20)
+    # energy-gradient evaluations per sample slot: K chain steps plus the loss, within one short-run update
+    assert 0 <= buf["updates"] * (buf["k"] + 1) - sr["updates"] * (sr["k"] + 1) < sr["k"] + 1
+    assert image_seed_list(0, 3) == [0, 1, 2]
+    assert not set(image_seed_list(0, 8)) & set(image_seed_list(SEED_OFFSET, 8))
+
+
+def test_garment_scorer_tells_test_images_from_noise():
+    from kexue.data import load_fashion_mnist
+    from kexue.ebm import GarmentScorer
+    from kexue.metrics import extract, load_classifier
+    x_test = load_fashion_mnist(train=False)[0]
+    clf = load_classifier()
+    score = GarmentScorer(clf, x_test[:600])
+    real, noise = score(x_test[600:1200]), score(torch.rand(600, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert real["FD"] < 0.05 * noise["FD"]
+    assert real["classes ≥5%"] == 10 and noise["classes ≥5%"] <= 3
+    f, _ = extract(clf, x_test[600:1200] * 2 - 1)                  # the spread on the classifier's own features
+    assert real["feature spread"] == pytest.approx(float((f.double() - f.double().mean(0)).pow(2).sum(1).mean()
+                                                         * 2 * 600 / 599) ** 0.5, rel=1e-9)
+
+
+def test_train_fashion_ebm_is_paired_does_not_depend_on_workers_and_round_trips(tmp_path):
+    from kexue.data import DataError
+    from kexue.ebm import (IMAGE_BUFFER, IMAGE_KEEP, IMAGE_SHORT_RUN, ConvEnergy, fashion_energy, load_fashion_ebm,
+                           save_fashion_ebm, train_fashion_ebm)
+    one = train_fashion_ebm(_tiny_image_cfg(), log=lambda m: None)
+    two = train_fashion_ebm(_tiny_image_cfg(image_workers=2), log=lambda m: None)
+    strip = lambda r: {k: {kk: vv for kk, vv in v.items() if kk != "seconds"} for k, v in r["sets"].items()}  # noqa: E731
+    assert strip(one) == strip(two)                                                    # bit for bit, one thread per set
+    assert sorted(one["arrays"]) == sorted(two["arrays"])
+    for k in one["arrays"]:
+        np.testing.assert_array_equal(one["arrays"][k], two["arrays"][k])
+    assert sorted(one["sets"]) == ["0", "1000"]
+    rec = one["sets"]["0"]
+    assert rec["seeds"] == [0, 1] and rec["arms"][IMAGE_BUFFER]["updates"] == 6
+    arms = {r["arm"] for r in rec["rows"]}
+    assert arms == {IMAGE_BUFFER, IMAGE_SHORT_RUN, "buffer_old", "buffer_from_noise"}
+    assert len(rec["rows"]) == 4 * 2 and len(rec["long_rows"]) == 2 * len({0, 1, 2, 4})
+    assert one["arrays"][f"0/{IMAGE_BUFFER}/final"].shape == (2, min(IMAGE_KEEP, rec["n_eval"]), 28, 28)
+    assert one["arrays"][f"0/{IMAGE_BUFFER}/final"].dtype == np.uint8
+    # Paired: both arms start from the same weights per seed; the seed sets differ.
+    fd0 = {r["arm"]: r["FD"] for r in rec["rows"] if r["seed"] == 0}
+    assert fd0[IMAGE_BUFFER] != fd0[IMAGE_SHORT_RUN]
+    for a, size in zip(rec["age_rows"], rec["buffer_sizes"]):
+        assert 1 <= a["effective lineages (scored)"] <= rec["n_eval"]
+        assert 1 <= a["effective lineages (buffer)"] <= size
+
+    folder = save_fashion_ebm(one, tmp_path / "runs")
+    cfg, sets, arrays = load_fashion_ebm(folder)
+    assert cfg["image_steps"] == 6 and sets == one["sets"]
+    x = torch.rand(2, 5, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    loaded, in_memory = fashion_energy(cfg, arrays, 0), fashion_energy(cfg, one["arrays"], 0)
+    with torch.no_grad():
+        e = loaded(x)
+        assert torch.equal(e, in_memory(x))
+        # trained: not the initial weights of the same seeds; the first member alone is that member of the pair
+        assert not torch.equal(e, ConvEnergy(2, 2, [0, 1], normalise_output=False).eval()(x))
+        assert torch.equal(fashion_energy(cfg, arrays, 0, members=1)(x[0]), e[0])
+    with pytest.raises(ValueError, match="no trained energies for seeds from 5"):
+        fashion_energy(cfg, arrays, 5)
+    (folder / "runs.json").write_text((folder / "runs.json").read_text().replace('"FD": ', '"FD":  ', 1))
+    with pytest.raises(DataError, match="runs.json: SHA-256 differs"):
+        load_fashion_ebm(folder)
+    with pytest.raises(DataError, match="dvc repro 02_energy_based_model_train"):
+        load_fashion_ebm(tmp_path / "nothing")

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import param
+from .config import ROOT, param
 
 REG_FORMS = ("paper", "article")
 
@@ -792,6 +792,245 @@ def classes_at_least(preds: torch.Tensor, share: float = 0.05, n_classes: int = 
     return int((hist >= share).sum())
 
 
+# --- chapter 02's Fashion-MNIST energies: trained once in their own stage (`python -m kexue.ebm train`) ---
+
+IMAGE_BUFFER, IMAGE_SHORT_RUN = "buffer", "short_run"      # the two arms of notebook section 11
+GARMENT_CLASS_SHARE = 0.05     # a class counts when it holds at least this share of the predictions (section 0)
+IMAGE_KEEP = 16                # final samples kept per seed and arm for the figures (uint8)
+SNAPSHOT_KEEP = 8              # chain ends kept per seed at each snapshot (uint8)
+SEED_OFFSET = 1000             # kexue.verify reruns a chapter at seed + 1000
+
+
+def image_seed_list(seed: int, n: int) -> list[int]:
+    """The paired seeds one study run judges: `n` from `seed` (chapter: 0..n-1; rerun: 1000..1000+n-1)."""
+    return [int(seed) + k for k in range(n)]
+
+
+def image_arm_plans(cfg: dict) -> dict[str, dict]:
+    """Both arms at equal compute: the buffer arm runs `image_steps` updates of `image_chain_steps`
+    sampler steps; the short-run arm's chains start from noise and run `short_run_steps`, for
+    `image_steps * (K + 1) / (K_sr + 1)` updates (K chain steps plus the loss per sample and update)."""
+    k, k_sr = cfg["image_chain_steps"], cfg["short_run_steps"]
+    return {IMAGE_BUFFER: {"buffer": True, "k": k, "updates": cfg["image_steps"]},
+            IMAGE_SHORT_RUN: {"buffer": False, "k": k_sr,
+                              "updates": max(1, cfg["image_steps"] * (k + 1) // (k_sr + 1))}}
+
+
+class GarmentScorer:
+    """Scores a set of images in [0, 1] against Fashion-MNIST test images in the committed classifier's
+    feature space: FD (`frechet_distance_active`), classes holding >= 5% / >= 1% of the predictions,
+    KL of the class histogram to uniform, and the feature spread (`feature_spread`)."""
+
+    def __init__(self, classifier: nn.Module, test_images: torch.Tensor):
+        from .metrics import extract
+        self.classifier = classifier
+        self.test_feats, _ = extract(classifier, test_images * 2 - 1)
+
+    def __call__(self, images: torch.Tensor) -> dict:
+        from .metrics import class_coverage, extract, frechet_distance_active
+        f, pred = extract(self.classifier, images.cpu() * 2 - 1)
+        cov = class_coverage(pred)
+        return {"FD": frechet_distance_active(f, self.test_feats),
+                "classes ≥5%": classes_at_least(pred, GARMENT_CLASS_SHARE), "classes ≥1%": int(cov["classes"]),
+                "class KL to uniform [nats]": float(cov["kl_to_uniform"]), "feature spread": feature_spread(f)}
+
+
+def _uint8(images: torch.Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def train_image_arm(arm: str, seeds: list[int], cfg: dict, x_train: torch.Tensor, score: GarmentScorer,
+                    device: torch.device | str = "cpu") -> dict:
+    """One arm of section 11 as a grouped-convolution ensemble, one member per seed (`ConvEnergy` seeded
+    by it: the arms start from equal weights); data, fresh starts and noise from `seeds[0] + 1`.
+
+    Keeps the first chain ends at `image_snapshots` evenly spaced updates, and the FD over training of
+    `image_eval_samples` samples per seed: random buffer contents, or (no buffer) the chain ends of the
+    latest updates, which span a stretch of training like the buffer's."""
+    plan = image_arm_plans(cfg)[arm]
+    S, n_eval_cfg, batch = len(seeds), cfg["image_eval_samples"], cfg["image_batch"]
+    g = torch.Generator().manual_seed(seeds[0] + 1)
+    energy = ConvEnergy(cfg["image_width"], S, seeds, normalise_output=False).to(device)
+    trainer = EBMTrainer(energy, ebm_adam(energy.parameters(), cfg["image_lr"]),
+                         uniform_init((1, 28, 28), 0.0, 1.0, g, device), plan["k"], cfg["igebm_step"],
+                         cfg["igebm_noise"], cfg["image_alpha"], "paper", plan["buffer"], cfg["image_buffer"],
+                         cfg["reinit_prob"], clamp=(0.0, 1.0), generator=g, sampler="igebm",
+                         grad_clip=cfg["igebm_clip"], groups=list(range(S)), buffer_seeds=seeds)
+    steps = plan["updates"]
+    snap_at = sorted({int(round(steps * (i + 1) / cfg["image_snapshots"])) for i in range(cfg["image_snapshots"])})
+    snaps, snap_fd, recent = [], [], []
+    n_recent = math.ceil(n_eval_cfg / batch)          # updates whose chain ends make n_eval samples
+
+    def keep_snapshot(step: int) -> None:
+        if not plan["buffer"] and any(0 <= st - step < n_recent for st in snap_at):
+            recent.append(trainer.last_fake.cpu())
+        if step not in snap_at:
+            return
+        snaps.append(_uint8(trainer.last_fake[:, :SNAPSHOT_KEEP, 0]))          # [S, 8, 28, 28]
+        for m, b in enumerate(trainer.buffers):
+            if b is not None and len(b) >= n_eval_cfg:
+                idx = torch.randperm(len(b), generator=torch.Generator().manual_seed(step))[:n_eval_cfg]
+                snap_fd.append({"step": step, "seed": m, "FD": score(b.storage[idx.to(b.storage.device)])["FD"]})
+            elif b is None and recent:
+                ends = torch.cat([r[m] for r in recent])[-n_eval_cfg:]
+                snap_fd.append({"step": step, "seed": m, "FD": score(ends)["FD"]})
+        recent.clear()
+
+    hist = fit(trainer, lambda n, gen: x_train[torch.randint(len(x_train), (n,), generator=gen)], steps, batch,
+               g, device, log_every=max(1, steps // 50), callback=keep_snapshot)
+    return {"energy": energy, "trainer": trainer, "hist": hist, "snap_at": snap_at,
+            "snaps": np.stack(snaps), "snap_fd": snap_fd}
+
+
+def fashion_ebm_set(seed: int, cfg: dict, x_train: torch.Tensor, score: GarmentScorer,
+                    device: torch.device | str = "cpu") -> tuple[dict, dict]:
+    """Section 11's training and everything that needs the final buffers, for the `image_seeds` seeds
+    from `seed`: both arms, then per seed the scores of `n_eval` buffer samples, of short-run chains
+    from noise, of buffer chains at least as old as a short-run chain, and of the buffer-trained energy
+    sampled from noise as the short-run arm is; the buffer's ages and lineages; and `long_chains` buffer
+    samples continued for `long_chain_steps` IGEBM steps. Returns (record, arrays): the json-able
+    results, and the buffer arm's weights and uint8 samples for the figures."""
+    import time
+    t0 = time.perf_counter()
+    seeds = image_seed_list(seed, cfg["image_seeds"])
+    plans = image_arm_plans(cfg)
+    runs = {arm: train_image_arm(arm, seeds, cfg, x_train, score, device) for arm in plans}
+    buf, sr = runs[IMAGE_BUFFER]["trainer"], runs[IMAGE_SHORT_RUN]["trainer"]
+    n_eval = min(cfg["image_eval_samples"], min(len(b) for b in buf.buffers))
+    short_run_imgs = sr.sample(sr.fresh(n_eval)).cpu()
+    from_noise = buf.sample(buf.fresh(n_eval), cfg["short_run_steps"]).cpu()
+    min_age = math.ceil(cfg["short_run_steps"] / cfg["image_chain_steps"])     # as many chain steps as short-run
+    rows, age_rows, picks = [], [], []
+    for s in range(len(seeds)):
+        b = buf.buffers[s]
+        pick = torch.randperm(len(b), generator=torch.Generator().manual_seed(seeds[s]))[:n_eval]
+        ages = b.ages[:len(b)]
+        old = torch.nonzero(ages >= min_age).squeeze(1)
+        old = old[torch.randperm(len(old), generator=torch.Generator().manual_seed(seeds[s]))[:n_eval]]
+        picks.append(b.storage[pick.to(b.storage.device)].cpu())
+        age_rows.append({"seed": s, "young share (buffer)": float((ages < min_age).double().mean()),
+                         "young share (scored)": float((ages[pick] < min_age).double().mean()),
+                         "median age [updates]": float(ages.double().median()), "old samples scored": len(old),
+                         "effective lineages (buffer)": effective_lineages(b.lineage[:len(b)]),
+                         "effective lineages (scored)": effective_lineages(b.lineage[pick])})
+        rows.append({"arm": IMAGE_BUFFER, "seed": s, **score(picks[s])})
+        rows.append({"arm": IMAGE_SHORT_RUN, "seed": s, **score(short_run_imgs[s])})
+        rows.append({"arm": "buffer_old", "seed": s, **score(b.storage[old.to(b.storage.device)].cpu())})
+        rows.append({"arm": "buffer_from_noise", "seed": s, **score(from_noise[s])})
+
+    # Long chains: buffer samples continued with the sampler the energy was trained with.
+    energy = runs[IMAGE_BUFFER]["energy"].eval()
+    n_var = min(cfg["long_chains"], n_eval)
+    g_long = torch.Generator().manual_seed(seeds[0] + 4)
+    start = torch.stack([p[:n_var] for p in picks]).to(device)                    # [S, n_var, 1, 28, 28]
+    checkpoints = sorted({0, cfg["long_chain_steps"] // 4, cfg["long_chain_steps"] // 2, cfg["long_chain_steps"]})
+    chain, done, long_rows = start.clone(), 0, []
+    with energy.frozen():
+        for c in checkpoints:
+            if c > done:
+                chain = igebm_langevin(energy, chain, c - done, cfg["igebm_step"], cfg["igebm_noise"],
+                                       cfg["igebm_clip"], (0.0, 1.0), g_long)
+            done = c
+            with torch.no_grad():
+                e_mean = energy(chain).mean(1).cpu()
+            for s in range(len(seeds)):
+                long_rows.append({"steps": c, "seed": s, "mean energy": float(e_mean[s]),
+                                  "mean |x − start|": float((chain[s] - start[s]).abs().mean()),
+                                  **score(chain[s].cpu())})
+    record = {"seeds": seeds, "n_eval": n_eval, "n_var": n_var, "min_age": min_age,
+              "buffer_sizes": [len(b) for b in buf.buffers],
+              "arms": {arm: {**plans[arm], "snap_at": runs[arm]["snap_at"], "snap_fd": runs[arm]["snap_fd"],
+                             "hist": runs[arm]["hist"]} for arm in plans},
+              "rows": rows, "age_rows": age_rows, "long_rows": long_rows,
+              "seconds": round(time.perf_counter() - t0, 1)}
+    arrays = {f"energy/{k}": v.detach().cpu().numpy() for k, v in energy.state_dict().items()}
+    arrays.update({f"{arm}/snapshots": runs[arm]["snaps"] for arm in plans})
+    arrays[f"{IMAGE_BUFFER}/final"] = _uint8(torch.stack([p[:IMAGE_KEEP, 0] for p in picks]))
+    arrays[f"{IMAGE_SHORT_RUN}/final"] = _uint8(short_run_imgs[:, :IMAGE_KEEP, 0])
+    return record, arrays
+
+
+_IMAGE_WORKER: dict = {}
+
+
+def _image_worker_init(cfg: dict) -> None:
+    """Data, classifier and test features once per worker process (one thread each)."""
+    from .data import load_fashion_mnist
+    from .metrics import load_classifier
+    torch.set_num_threads(1)
+    x_train, _ = load_fashion_mnist(train=True)
+    x_test, _ = load_fashion_mnist(train=False)
+    _IMAGE_WORKER.update(cfg=cfg, x_train=x_train, score=GarmentScorer(load_classifier(device="cpu"),
+                                                                        x_test[:max(cfg["image_eval_samples"], 1000)]))
+
+
+def _image_worker_run(seed: int) -> tuple[int, dict, dict]:
+    w = _IMAGE_WORKER
+    return (seed, *fashion_ebm_set(seed, w["cfg"], w["x_train"], w["score"]))
+
+
+def train_fashion_ebm(cfg: dict, log: Callable[[str], None] = print) -> dict:
+    """Section 11 for the chapter's seeds (from `seed`) and its rerun's (from `seed + SEED_OFFSET`), each
+    set in its own process of one thread (`image_workers` at a time): a set's numbers do not depend on
+    how many run beside it."""
+    import multiprocessing as mp
+    import time
+    bases = [int(cfg["seed"]), int(cfg["seed"]) + SEED_OFFSET]
+    t0 = time.perf_counter()
+    if cfg["image_workers"] == 1:
+        _image_worker_init(cfg)
+        results = list(map(_image_worker_run, bases))
+    else:
+        with mp.get_context("spawn").Pool(min(cfg["image_workers"], len(bases)), _image_worker_init, (cfg,)) as pool:
+            results = pool.map(_image_worker_run, bases)
+    sets, arrays = {}, {}
+    for base, record, arr in results:
+        sets[str(base)] = record
+        arrays.update({f"{base}/{k}": v for k, v in arr.items()})
+        fd = [r["FD"] for r in record["rows"] if r["arm"] == IMAGE_BUFFER]
+        log(f"seeds {record['seeds'][0]}..{record['seeds'][-1]}: buffer FD {np.mean(fd):.1f} "
+            f"({record['seconds']:.0f} s)")
+    keys = ("seed", "reinit_prob", "igebm_step", "igebm_noise", "igebm_clip", "short_run_steps", "long_chain_steps",
+            "long_chains") + tuple(k for k in cfg if k.startswith("image_"))
+    config = {**{k: cfg[k] for k in keys}, "threads_per_set": 1, "torch": torch.__version__,
+              "stage_seconds": round(time.perf_counter() - t0)}
+    return {"config": config, "sets": sets, "arrays": arrays}
+
+
+EBM_RUNS_DIR = ROOT / "data" / "ebm_fashion_runs"
+
+
+def save_fashion_ebm(result: dict, folder=EBM_RUNS_DIR):
+    """runs.json (config, per-set results) and arrays.npz (weights, samples), SHA-256 in checksums.json."""
+    from .data import save_checked_runs
+    return save_checked_runs(folder, {"config": result["config"], "sets": result["sets"]},
+                             "arrays.npz", result["arrays"])
+
+
+def load_fashion_ebm(folder=EBM_RUNS_DIR) -> tuple[dict, dict, dict]:
+    """(config, sets, arrays) of the committed `02_energy_based_model_train` stage, checksums checked."""
+    from .data import load_checked_runs
+    data, arrays = load_checked_runs(folder, "arrays.npz", "02_energy_based_model_train",
+                                     "python -m kexue.ebm train")
+    return data["config"], data["sets"], arrays
+
+
+def fashion_energy(config: dict, arrays: dict, base: int, members: int | None = None,
+                   device: torch.device | str = "cpu") -> ConvEnergy:
+    """The buffer arm's trained energies of the set from `base` (the first `members` of them), in eval mode."""
+    prefix = f"{base}/energy/"
+    state = {k[len(prefix):]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
+    if not state:
+        raise ValueError(f"no trained energies for seeds from {base}: the stage trained "
+                         f"{sorted({k.split('/')[0] for k in arrays})}")
+    n = int(state["weights.0"].shape[0])
+    energy = ConvEnergy(config["image_width"], n, image_seed_list(base, n), normalise_output=False)
+    energy.load_state_dict(state)
+    if members is not None and members != n:
+        energy = energy.subset(list(range(members)))
+    return energy.to(device).eval()
+
+
 # --- chapter 02 experiment parameters (params.yaml `ebm`) ---
 
 @dataclass
@@ -823,10 +1062,32 @@ class EbmParams:
     image_chain_steps: int = param(5, lo=1, hi=10**5, doc="buffer arm: sampler steps per update")
     short_run_steps: int = param(20, lo=1, hi=10**5, doc="no-buffer arm: steps from noise (equal-compute updates)")
     image_buffer: int = param(1000, lo=1, hi=10**7)
-    image_seeds: int = param(3, lo=2, hi=100, doc="seeds per arm (buffer, short-run), paired")
+    image_seeds: int = param(8, lo=2, hi=100, doc="seeds per arm (buffer, short-run), paired, per study run")
     image_eval_samples: int = param(500, lo=10, hi=10000)
     image_snapshots: int = param(5, lo=2, hi=50, doc="buffer snapshots over training for the sample grids")
     fresh_chain_steps: int = param(40, lo=1, hi=10**6, doc="steps of the chains started from noise after training")
     long_chain_steps: int = param(100, lo=1, hi=10**6)
     long_chains: int = param(200, lo=2, hi=10**5, doc="chains per seed continued from the buffer")
     ood_samples: int = param(1000, lo=10, hi=5000, doc="Fashion test images and MNIST digits for the AUROC")
+    image_workers: int = param(2, lo=1, hi=64, doc="training stage: seed sets in parallel, one thread each")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kexue.ebm train`: chapter 02's Fashion-MNIST training stage (params.yaml `ebm`)."""
+    import argparse
+    from pathlib import Path
+    from .config import chapter_params
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["train"])
+    ap.add_argument("--out", default=str(EBM_RUNS_DIR))
+    ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    args = ap.parse_args(argv)
+    cfg = chapter_params("ebm", overrides={"common": {"scale": args.scale}} if args.scale else None)
+    result = train_fashion_ebm(cfg, log=lambda m: print(m, flush=True))
+    folder = save_fashion_ebm(result, Path(args.out))
+    print(f"trained {len(result['sets'])} seed sets in {result['config']['stage_seconds']} s -> {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
