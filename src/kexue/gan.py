@@ -621,7 +621,7 @@ class GanParams:
     toy_seeds: int = param(20, lo=2, hi=1000, doc="paired seeds per arm (members of each batched ensemble)")
     toy_eval_samples: int = param(2500, lo=10, hi=10**7)
     toy_eval_every: int = param(500, lo=1, hi=10**7, doc="2-D training curves: evaluate every this many updates")
-    image_steps: int = param(6000, lo=1, hi=10**7, doc="Fashion-MNIST updates per run (training stage)")
+    image_steps: int = param(8500, lo=1, hi=10**7, doc="Fashion-MNIST updates per run (training stage)")
     image_batch: int = param(64, lo=2, hi=4096)
     image_width: int = param(16, lo=1, hi=1024)
     image_z_dim: int = param(64, lo=1, hi=4096)
@@ -633,7 +633,7 @@ class GanParams:
     image_lr_decay_frac: float = param(0.5, lo=0.0, hi=1.0,
                                        doc="Fashion-MNIST: last fraction of updates over which lr decays geometrically to 1/10")
     image_workers: int = param(2, lo=1, hi=64, doc="training stage: runs in parallel, one thread each")
-    sweep_steps: int = param(4000, lo=2, hi=10**7)
+    sweep_steps: int = param(12000, lo=2, hi=10**7)
 
 
 # --- chapter 01's Fashion-MNIST runs: trained once in their own stage (`python -m kexue.gan train`) ---
