@@ -1293,8 +1293,9 @@ report.finding(
 # * *2-D buffer*: the mode-histogram reverse KL must tell each buffer sample set from the same set less the samples of
 #   one typical mode (its share nearest $1/n$: one mode's worth of diversity lost, the registered margin), on both
 #   targets;
-# * *image buffer*: the feature spread must tell the buffer's samples from uniform noise (the class count, an
-#   integer, cannot be significant with 3 pairs: no exact sign-flip test reaches the level);
+# * *image buffer*: the feature spread must tell the buffer's samples from uniform noise (the control uses the
+#   continuous measure; with 3 pairs, as before issue 24, no exact sign-flip test on the integer class count could
+#   reach the level at all);
 # * *§8, squared-energy term*: the final energy level must tell the paper's sign from the article's, which by §5
 #   rewards large $|U|$ on chain samples and has nothing that holds the level;
 # * *§8, the article's objective*: the log10 KL to the truth must tell the trained recipe from the same seeds'
