@@ -846,7 +846,12 @@ report.note(
       f"equivalence margin is ±{fmt(registry.margin('fashion_fd_equivalent'))}"
       f"{registry['fashion_fd_equivalent'].unit}. Convergence (the gate of that part): "
       f"{'passed' if fd_flattened.verdict == verdicts.SUPPORTED else 'not shown'}: {fd_flattened.evidence}. "
-    + ("" if fd_flattened.verdict == verdicts.SUPPORTED else
+    + (f"Flat within the margin is not motionless: the single loss still gained {fmt(-flat_parts[0].estimate)} FD "
+       f"over the last quarter at a learning rate already decaying to 1/10, against a gap of {fmt(fd_diff.estimate)} "
+       "to alternating: at that pace another quarter of training would not close it."
+       if fd_flattened.verdict == verdicts.SUPPORTED and flat_parts[0].estimate < 0
+       and -flat_parts[0].estimate < fd_diff.estimate else
+       "" if fd_flattened.verdict == verdicts.SUPPORTED else
        f"At this equal budget of {img_steps:,} updates the single loss is worse on "
        f"{int((fd_piv['single'] > fd_piv['alternating']).sum())} of {len(fd_piv)} seeds, by more than the margin "
        + ("(the whole interval)" if fd_diff.low > registry.margin('fashion_fd_equivalent') else "(not the whole interval)")
@@ -865,8 +870,10 @@ report.note(
 # (commit b096a38), so a sweep under it showed what $\lambda$ does to weights that do not learn. Here SGD gets the
 # same schedule as the Adam runs of §6 (constant, then a geometric decay to 1/10 over the last
 # `toy_lr_decay_frac` of the updates) and its learning rate and heavy-ball momentum are chosen on **other seeds**
-# than the sweep's: a scan over `SGD_GRID` on `SCAN_SEEDS` paired seeds (from seed + 500), picking the setting with
-# the most high-quality samples among those that cover at least 7 of 8 modes on average (else the most modes).
+# than the sweep's: a scan over `SGD_GRID` on `SCAN_SEEDS` paired seeds (from seed + `SCAN_OFFSET`), picking the
+# setting with the most high-quality samples among those that cover §6's target number of ring modes on average (else
+# the most modes). The grid leaves out momentum 0.9, which diverged at every learning rate of a pilot on the same
+# scan seeds (and constant-lr runs of 4,000 updates, which stayed below the regime there).
 # Momentum keeps the claim testable: the momentum buffer is linear in the gradient, so multiplying the generator's
 # gradient by $\lambda$ is still exactly a $\lambda$ times larger generator learning rate. Every run is
 # `sweep_steps` updates; all are judged on one fixed set of evaluation noise.
@@ -878,7 +885,7 @@ report.note(
 
 # %%
 centres, std = toy_dataset("ring")
-SCAN_SEEDS, SWEEP_SEEDS = 4, 8
+SCAN_SEEDS, SWEEP_SEEDS, SCAN_OFFSET = 4, 8, 500
 SGD_GRID = [(0.0, 0.02), (0.5, 0.005), (0.5, 0.01), (0.5, 0.015)]   # (momentum, lr); 0.9 diverged in a pilot on these seeds
 z_sweep = torch.randn(max(SCAN_SEEDS, SWEEP_SEEDS), toy_eval_samples, 2,
                       generator=torch.Generator().manual_seed(seed + 7))   # one evaluation noise for every run
@@ -913,7 +920,7 @@ def ring_ensemble_run(make, lr_, lam_, seeds_):
     return rows
 
 
-scan_seeds = [seed + 500 + k for k in range(SCAN_SEEDS)]
+scan_seeds = [seed + SCAN_OFFSET + k for k in range(SCAN_SEEDS)]
 scan_rows = [{"momentum": mom, "SGD lr": lr_, **r}
              for mom, lr_ in progress(SGD_GRID, desc="SGD scan")
              for r in ring_ensemble_run(gan_sgd(mom), lr_, 1.0, scan_seeds)]
@@ -941,7 +948,8 @@ report.note(
        f"{fmt(REGIME_RING[1])}% high quality), so under SGD the sweep shows what λ does to a GAN that "
        + ("covers the ring's modes but not yet their shape." if best_scan["modes"] >= REGIME_RING[0] else
           "does not cover the ring."))
-    + f" {int(sgd_scan.diverged.sum())} of {len(sgd_scan)} scan runs diverged.")
+    + f" {len(covering)} of {len(scan_mean)} settings of the scan cover that many modes on average, so the choice "
+      "rests on few good settings." + f" {int(sgd_scan.diverged.sum())} of {len(sgd_scan)} scan runs diverged.")
 
 sweep_seeds = toy_seed_list[:SWEEP_SEEDS]
 sweep_optimizers = {"SGD": (gan_sgd(sgd_momentum), sgd_lr_lam), "Adam": (gan_adam(beta1, beta2), toy_lr)}
@@ -957,11 +965,13 @@ report.show(sweep.groupby(["optimizer", "λ"], sort=False).agg(**{
     "‖ΔG‖ after 1 step / at λ=1": ("G movement after 1 step / λ=1", lambda v: spread(v, 3)),
     "‖ΔG‖ at end / at λ=1": ("G movement at end / λ=1", lambda v: spread(v, 2)),
     "modes (of 8)": ("modes", lambda v: spread(v, 1)), "high quality (%)": ("high quality %", lambda v: spread(v, 1)),
+    "collapsed (≤ 1 mode)": ("modes", lambda v: f"{int((v <= 1).sum())}/{len(v)}"),
     "diverged": ("diverged", lambda v: f"{int(v.sum())}/{len(v)}")}), "lambda_sweep_summary",
     caption=f"Ring, single loss, {len(sweep_seeds)} paired seeds, {sweep_steps} updates: SGD (momentum {sgd_momentum:g}, "
             f"lr {sgd_lr_lam:g}, from the scan) and Adam (lr {toy_lr:g}) at three values of λ; mean ± sd over seeds. "
             "‖ΔG‖ is the Euclidean distance of the generator's weight vector from its initial value, divided by the "
-            "same seed's value at λ = 1.")
+            "same seed's value at λ = 1. A run collapsed to one mode can score 100% high quality: read the modes "
+            "and the collapsed count first.")
 
 
 def lam_scaling(ratios):
@@ -987,8 +997,35 @@ for opt_name in sweep_optimizers:
             f"{fmt(sweep_mean.loc[(opt_name, l_), 'modes'])} modes / "
             f"{fmt(sweep_mean.loc[(opt_name, l_), 'high quality %'])}% high quality at λ = {l_:g}"
             for l_ in (0.25, 1.0, 4.0)) + ".")
-report.note(" ".join(sweep_text) + " The first step is the claim's measurement (decided in §3 in float64); the rest "
-            "of training shows whether the step ratio matters once the optimizer's state builds up.")
+in_regime = {(o_, l_): bool(sweep_mean.loc[(o_, l_), "modes"] >= REGIME_RING[0]
+                              and sweep_mean.loc[(o_, l_), "high quality %"] >= REGIME_RING[1])
+             for o_ in sweep_optimizers for l_ in (0.25, 1.0, 4.0)}
+collapsed = sweep[sweep.modes <= 1].groupby(["optimizer", "λ"]).size()
+
+
+def lam_outcome(opt_name):
+    """What λ does to the trained runs under one optimizer, from the sweep's means."""
+    lost = [l_ for l_ in (0.25, 4.0) if in_regime[(opt_name, 1.0)] and not in_regime[(opt_name, l_)]]
+    if not in_regime[(opt_name, 1.0)]:
+        return f"under {opt_name} λ = 1 itself misses §6's regime, so the sweep cannot say what λ does to a GAN that trains"
+    if not lost:
+        return f"under {opt_name} every λ of the sweep stays in §6's regime"
+    return (f"under {opt_name} λ = 1 trains and λ = " + " and ".join(f"{l_:g}" for l_ in lost) + " leave"
+            + ("s" if len(lost) == 1 else "") + " §6's regime ("
+            + "; ".join(f"λ = {l_:g}: {int(collapsed.get((opt_name, l_), 0))} of {len(sweep_seeds)} seeds collapsed to "
+                        "≤ 1 mode" for l_ in lost) + ")")
+
+
+end_sgd = sweep_mean.loc["SGD", "G movement at end / λ=1"]
+report.note(" ".join(sweep_text) + " The first step is the claim's measurement (decided in §3 in float64; the "
+            "sweep's Adam ratio differs slightly from §3's because it is measured in float32 on other networks). "
+            "Over training: " + "; ".join(lam_outcome(o_) for o_ in sweep_optimizers) + ". "
+            + ("Under SGD λ therefore acts as a learning-rate ratio that changes what training reaches; "
+               if any(not in_regime[("SGD", l_)] for l_ in (0.25, 4.0)) and in_regime[("SGD", 1.0)] else "Under SGD ")
+            + ("the generator's total movement does not follow λ (ratios "
+               f"{fmt(end_sgd[0.25])} and {fmt(end_sgd[4.0])} at the end): the trajectory, not the step size alone, "
+               "sets it." if not all(abs(end_sgd[l_] / l_ - 1) < lam_tol for l_ in (0.25, 4.0)) else
+               "the generator's total movement follows λ."))
 
 # %% [markdown]
 # ## 9. The reader comment: reversing the gradient instead
