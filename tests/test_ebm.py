@@ -668,7 +668,8 @@ def test_train_fashion_ebm_is_paired_does_not_depend_on_workers_and_round_trips(
         assert torch.equal(e, in_memory(x))
         # trained: not the initial weights of the same seeds; the first member alone is that member of the pair
         assert not torch.equal(e, ConvEnergy(2, 2, [0, 1], normalise_output=False).eval()(x))
-        assert torch.equal(fashion_energy(cfg, arrays, 0, members=1)(x[0]), e[0])
+        # to float32 rounding: a one-group convolution may take another kernel than the two-group one (CI's CPU did)
+        torch.testing.assert_close(fashion_energy(cfg, arrays, 0, members=1)(x[0]), e[0], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no trained energies for seeds from 5"):
         fashion_energy(cfg, arrays, 5)
     (folder / "runs.json").write_text((folder / "runs.json").read_text().replace('"FD": ', '"FD":  ', 1))
