@@ -22,6 +22,7 @@ the same numbers, no overflow.
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -31,12 +32,20 @@ import torch
 import torch.nn.functional as F
 from torch.optim import Optimizer
 
-from .config import param
+from .config import ROOT, param
 
 __all__ = [
     "AdaX",
     "AdaxParams",
     "BatchedAdaptive",
+    "NgramLM",
+    "encode_words",
+    "kjv_word_splits",
+    "lm_eval",
+    "ngram_windows",
+    "train_lm",
+    "warmup_constant_decay",
+    "word_vocabulary",
     "EMAAdam",
     "adafactor_schedule",
     "MemberSpec",
@@ -720,6 +729,332 @@ def member_eval(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, chunk:
     return (correct / len(x)).cpu(), (loss_sum / len(x)).cpu()
 
 
+# --- a task on which optimizers differ: a word-level language model on the KJV (notebook section 7) ---
+
+_WORD = re.compile(r"[a-z]+|[^\sa-z]")
+
+
+def kjv_word_splits(verses: Sequence[str], every: int = 20) -> dict[str, list[str]]:
+    """{"train", "val", "test"} -> tokens, from verses in canonical order: verse i goes to validation when
+    i % every == 0, to test when i % every == every // 2, to training otherwise (every book in every split).
+    Tokens are lower-cased words and single punctuation marks; each verse ends with a newline token."""
+    if every < 3:
+        raise ValueError(f"every={every!r}: need >= 3 so that the three splits differ")
+    if len(verses) < every:
+        raise ValueError(f"{len(verses)} verses: need at least every={every} to fill the three splits")
+    out = {"train": [], "val": [], "test": []}
+    for i, v in enumerate(verses):
+        out["val" if i % every == 0 else "test" if i % every == every // 2 else "train"] += _WORD.findall(v.lower()) + ["\n"]
+    return out
+
+
+def word_vocabulary(tokens: Sequence[str], size: int) -> list[str]:
+    """"<unk>" and the `size` - 1 most frequent tokens (ties in order of first appearance)."""
+    if size < 2:
+        raise ValueError(f"size={size!r}: need >= 2 (<unk> and at least one word)")
+    from collections import Counter
+    return ["<unk>"] + [w for w, _ in Counter(tokens).most_common(size - 1)]
+
+
+def encode_words(tokens: Sequence[str], vocab: Sequence[str]) -> torch.Tensor:
+    """Token ids (int64), 0 (<unk>) for a token outside `vocab`."""
+    index = {w: i for i, w in enumerate(vocab)}
+    return torch.tensor([index.get(w, 0) for w in tokens], dtype=torch.long)
+
+
+def ngram_windows(stream: torch.Tensor, starts: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `context` tokens from each of `starts` (any shape S) and the token after them:
+    ([*S, context], [*S]), int64."""
+    if starts.numel() and (int(starts.min()) < 0 or int(starts.max()) + context + 1 > len(stream)):
+        raise ValueError(f"window starts must lie in 0..{len(stream) - context - 1} for context {context}")
+    w = stream[starts.unsqueeze(-1) + torch.arange(context + 1)]
+    return w[..., :-1], w[..., -1]
+
+
+class NgramLM(torch.nn.Module):
+    r"""`members` neural n-gram language models (Bengio et al., 2003) in one module; member s initialised
+    from seed `seeds[s]` alone, every parameter a `[members, ...]` tensor (so `BatchedAdaptive` gives each
+    member its own optimizer).
+
+    Per member: the previous `context` tokens' embeddings ($\mathcal N(0, 1)$, width d) concatenated,
+    one ReLU layer of `hidden` units, and a linear read-out to the vocabulary:
+    $p(w_t \mid w_{t-k..t-1}) = \mathrm{softmax}(W_2\,\mathrm{relu}(W_1 [e_{t-k}; \dots; e_{t-1}] + b_1) + b_2)$,
+    weights $\mathcal N(0, 1/\text{fan-in})$, biases 0. Word frequencies in text are heavy-tailed, and
+    most of the read-out's rows belong to rare words: the setting in which SGD is known to trail Adam
+    (Kunstner et al., 2024).
+    """
+
+    def __init__(self, vocab: int, seeds: Sequence[int], context: int = 3, d: int = 32, hidden: int = 64):
+        super().__init__()
+        if not seeds:
+            raise ValueError("seeds is empty: need one seed per member")
+        for name, v in (("vocab", vocab), ("context", context), ("d", d), ("hidden", hidden)):
+            _check(name, v, isinstance(v, int) and v >= 1, "an integer >= 1")
+        self.vocab, self.context, self.d, self.hidden, self.members = vocab, context, d, hidden, len(seeds)
+        shapes = {"embed": ((vocab, d), 1.0), "w1": ((context * d, hidden), 1 / math.sqrt(context * d)),
+                  "w2": ((hidden, vocab), 1 / math.sqrt(hidden))}
+        one = {}
+        for s in dict.fromkeys(int(x) for x in seeds):
+            g = torch.Generator().manual_seed(s)
+            one[s] = {k: torch.randn(shape, generator=g) * std for k, (shape, std) in shapes.items()}
+        for k in shapes:
+            setattr(self, k, torch.nn.Parameter(torch.stack([one[int(s)][k] for s in seeds])))
+        self.b1 = torch.nn.Parameter(torch.zeros(self.members, 1, hidden))
+        self.b2 = torch.nn.Parameter(torch.zeros(self.members, 1, vocab))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [members, B, vocab] of the contexts `x` [members, B, context]."""
+        m, b, k = x.shape
+        if m != self.members or k != self.context:
+            raise ValueError(f"x has shape {tuple(x.shape)}: need [{self.members}, B, {self.context}]")
+        offset = (torch.arange(m, device=x.device) * self.vocab).view(m, 1, 1)
+        e = F.embedding(x + offset, self.embed.reshape(m * self.vocab, self.d)).reshape(m, b, k * self.d)
+        h = F.relu(torch.bmm(e, self.w1) + self.b1)                                       # [m, b, hidden]
+        return torch.bmm(h, self.w2) + self.b2
+
+    def member_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Each member's mean cross-entropy in nats, [members], of contexts [members, B, k] and next tokens [members, B]."""
+        loss = F.cross_entropy(self(x).flatten(0, 1), y.flatten(), reduction="none")
+        return loss.view(self.members, -1).mean(1)
+
+
+def warmup_constant_decay(step: int, steps: int, warmup: int, decay_from: int, final: float = 0.01) -> float:
+    """Learning-rate multiplier at update `step` (1-based) of `steps`: linear from 1/warmup to 1 over
+    the first `warmup` updates, 1 until update `decay_from`, then a cosine down to `final` at `steps`."""
+    if steps < 1 or not 1 <= step <= steps:
+        raise ValueError(f"step={step!r} of steps={steps!r}: need 1 <= step <= steps")
+    if not 0 <= warmup <= decay_from <= steps:
+        raise ValueError(f"warmup={warmup!r}, decay_from={decay_from!r}: need 0 <= warmup <= decay_from <= steps")
+    if not 0 <= final <= 1:
+        raise ValueError(f"final={final!r}: must be in [0, 1]")
+    if step <= warmup:
+        return step / warmup
+    if step <= decay_from:
+        return 1.0
+    frac = (step - decay_from) / max(steps - decay_from, 1)
+    return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+@torch.no_grad()
+def lm_eval(model: NgramLM, stream: torch.Tensor, starts: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """Each member's mean cross-entropy (nats per token, float64 [members]) on the same windows."""
+    total = torch.zeros(model.members, dtype=torch.float64)
+    for i in range(0, len(starts), chunk):
+        x, y = ngram_windows(stream, starts[i:i + chunk], model.context)
+        total += model.member_loss(x.expand(model.members, -1, -1), y.expand(model.members, -1)).double() * len(x)
+    return total / len(starts)
+
+
+def train_lm(model: NgramLM, opt: BatchedAdaptive, train: torch.Tensor, val: torch.Tensor,
+             member_seeds: Sequence[int], steps: int, batch_size: int, lr_schedule: Callable[[int], float],
+             eval_steps: Sequence[int], val_windows: int, progress: Callable | None = None) -> dict:
+    """Train every member on random windows of `train`; member s reads the batch stream of its seed
+    (`member_seeds[s]`, generator seeded with seed + 10**6), so members of one seed see the same
+    batches. Returns {"train_loss": float64 [evals, members] (mean since the previous evaluation),
+    "val_loss": [evals, members] on the same `val_windows` windows for everyone, "steps": eval_steps,
+    "diverged": bool [members] (a non-finite loss; such a member gets zero gradients from then on)}."""
+    if steps < 1 or batch_size < 1 or val_windows < 1:
+        raise ValueError(f"steps={steps!r}, batch_size={batch_size!r}, val_windows={val_windows!r}: must be >= 1")
+    if len(member_seeds) != model.members or len(opt.specs) != model.members:
+        raise ValueError(f"{len(member_seeds)} seeds and {len(opt.specs)} specs for {model.members} members")
+    bad = [s for s in eval_steps if not 1 <= s <= steps]
+    if bad:
+        raise ValueError(f"eval_steps {bad}: must lie in 1..{steps}")
+    k = model.context
+    seeds = list(dict.fromkeys(int(s) for s in member_seeds))
+    row = torch.tensor([seeds.index(int(s)) for s in member_seeds])
+    streams = [torch.Generator().manual_seed(s + 10**6) for s in seeds]
+    val_starts = torch.randint(len(val) - k - 1, (val_windows,), generator=torch.Generator().manual_seed(12345))
+    diverged = torch.zeros(model.members, dtype=torch.bool)
+    acc, since, train_hist, val_hist = torch.zeros(model.members, dtype=torch.float64), 0, [], []
+    eval_set = set(eval_steps)
+    it = range(1, steps + 1) if progress is None else progress(range(1, steps + 1))
+    for step in it:
+        starts = torch.stack([torch.randint(len(train) - k - 1, (batch_size,), generator=g) for g in streams])
+        x, y = ngram_windows(train, starts[row], k)                     # [members, B, k], [members, B]
+        loss = model.member_loss(x, y)
+        diverged |= ~torch.isfinite(loss.detach())
+        opt.zero_grad()
+        torch.where(diverged, torch.zeros_like(loss), loss).sum().backward()
+        if diverged.any():                                              # members share no parameter, but
+            for p in model.parameters():                                # 0 * inf is NaN: zero theirs outright
+                if p.grad is not None:
+                    p.grad[diverged] = 0.0
+        opt.step(lr_schedule(step))
+        acc += torch.where(diverged, torch.full_like(acc, float("nan")), loss.detach().double())
+        since += 1
+        if step in eval_set:
+            train_hist.append(acc / since)
+            val_hist.append(lm_eval(model, val, val_starts))
+            acc, since = torch.zeros_like(acc), 0
+    return {"train_loss": torch.stack(train_hist).numpy(), "val_loss": torch.stack(val_hist).numpy(),
+            "steps": list(eval_steps), "diverged": diverged.numpy()}
+
+
+# The optimizers of section 7, each with the weight decays of its joint lr x weight-decay sweep. A weight decay
+# of 0 is the same optimizer coupled or decoupled, so Adam and AdamW (AdaX and AdaX-W) share that member.
+LM_FAMILIES = {"SGD+momentum": "sgd", "Adam": "adam", "AdamW": "adam", "AdaX": "adax", "AdaX-W": "adax"}
+LM_DECOUPLED = {"AdamW", "AdaX-W"}
+LM_SEED_OFFSET = 1000                   # kexue.verify reruns a chapter at seed + 1000
+
+
+def lm_arm_configs(cfg: dict) -> dict[str, list[tuple[float, float, bool]]]:
+    """Each optimizer's sweep, {name: [(lr, weight decay, decoupled), ...]}: `lm_lr_points` learning rates
+    `lm_lr_factor` apart around `lm_lr` (`lm_sgd_lr` for SGD+momentum) times weight decay 0 and the
+    optimizer's own (`lm_weight_decay` coupled, `lm_decoupled_weight_decay` for AdamW and AdaX-W)."""
+    out = {}
+    n, f = cfg["lm_lr_points"], cfg["lm_lr_factor"]
+    for name, kind in LM_FAMILIES.items():
+        centre = cfg["lm_sgd_lr"] if kind == "sgd" else cfg["lm_lr"]
+        lrs = [centre * f ** (k - (n - 1) / 2) for k in range(n)]
+        decoupled = name in LM_DECOUPLED
+        wd = cfg["lm_decoupled_weight_decay"] if decoupled else cfg["lm_weight_decay"]
+        out[name] = [(lr, w, decoupled and w > 0) for lr in lrs for w in (0.0, wd)]
+    return out
+
+
+def lm_members(cfg: dict, base: int) -> tuple[list[dict], dict[str, list[int]]]:
+    """The distinct members of one seed set (seeds base .. base + lm_seeds - 1), as
+    [{"kind", "lr", "weight_decay", "decoupled", "seed"}], and {optimizer: member indices of its sweep}."""
+    members, index, arms = [], {}, {}
+    for name, configs in lm_arm_configs(cfg).items():
+        kind = LM_FAMILIES[name]
+        arms[name] = []
+        for lr, wd, dec in configs:
+            for s in range(cfg["lm_seeds"]):
+                key = (kind, lr, wd, dec, base + s)
+                if key not in index:
+                    index[key] = len(members)
+                    members.append({"kind": kind, "lr": lr, "weight_decay": wd, "decoupled": dec, "seed": base + s})
+                arms[name].append(index[key])
+    return members, arms
+
+
+def lm_eval_steps(cfg: dict) -> list[int]:
+    """Evaluation updates: `lm_eval_points` evenly spaced, plus 1/beta2 when the run passes it."""
+    steps = cfg["lm_steps"]
+    pts = {int(round(steps * (i + 1) / cfg["lm_eval_points"])) for i in range(cfg["lm_eval_points"])}
+    t_mem = int(round(1 / cfg["beta2"]))
+    return sorted(pts | ({t_mem} if t_mem < steps else set()))
+
+
+def lm_seed_set(base: int, cfg: dict, streams: dict[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Section 7's sweep for one seed set in one batched model: (record for runs.json, arrays)."""
+    import time
+    t0 = time.perf_counter()
+    members, arms = lm_members(cfg, base)
+    seeds = [m["seed"] for m in members]
+    model = NgramLM(cfg["lm_vocab"], seeds, context=cfg["lm_context"], d=cfg["lm_width"], hidden=cfg["lm_hidden"])
+    specs = [MemberSpec(m["kind"], m["lr"], weight_decay=m["weight_decay"], decoupled=m["decoupled"])
+             for m in members]
+    opt = BatchedAdaptive(list(model.parameters()), specs, beta1=cfg["beta1"], beta2_adam=0.999,
+                          beta2_adax=cfg["beta2"])
+    steps = cfg["lm_steps"]
+    schedule = lambda s: warmup_constant_decay(s, steps, cfg["lm_warmup"], cfg["lm_decay_from"], cfg["lm_lr_final"])  # noqa: E731
+    evals = lm_eval_steps(cfg)
+    hist = train_lm(model, opt, streams["train"], streams["val"], seeds, steps, cfg["lm_batch"], schedule,
+                    evals, cfg["lm_val_windows"])
+    final = {}
+    for split in ("val", "test"):           # the final numbers on more windows than the curve's
+        g = torch.Generator().manual_seed({"val": 54321, "test": 98765}[split])
+        starts = torch.randint(len(streams[split]) - cfg["lm_context"] - 1, (cfg["lm_final_windows"],), generator=g)
+        final[split] = lm_eval(model, streams[split], starts).numpy()
+    record = {"base": base, "members": members, "arms": arms, "eval_steps": evals,
+              "diverged": [bool(x) for x in hist["diverged"]], "seconds": round(time.perf_counter() - t0, 1)}
+    arrays = {"train_loss": hist["train_loss"], "val_loss": hist["val_loss"],
+              "final_val_loss": final["val"], "final_test_loss": final["test"]}
+    return record, arrays
+
+
+_LM_WORKER: dict = {}
+
+
+def kjv_lm_streams(vocab_size: int) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Section 7's data: the KJV's three splits as token-id streams over the training split's `vocab_size`
+    most frequent tokens (with <unk>), and that vocabulary."""
+    from .data import load_bible_pairs
+    tokens = kjv_word_splits([r["kjv"] for r in load_bible_pairs()])
+    vocab = word_vocabulary(tokens["train"], vocab_size)
+    return {k: encode_words(v, vocab) for k, v in tokens.items()}, vocab
+
+
+def _lm_worker_init(cfg: dict) -> None:
+    """The KJV streams once per worker process, one thread each (a set's numbers do not depend on its neighbours)."""
+    torch.set_num_threads(1)
+    streams, vocab = kjv_lm_streams(cfg["lm_vocab"])
+    _LM_WORKER.update(cfg=cfg, vocab=vocab, streams=streams)
+
+
+def _lm_worker_run(base: int) -> tuple[int, dict, dict]:
+    w = _LM_WORKER
+    return (base, *lm_seed_set(base, w["cfg"], w["streams"]))
+
+
+LM_KEYS = ("seed", "beta1", "beta2")
+
+
+def train_lm_sets(cfg: dict, log: Callable[[str], None] = print) -> dict:
+    """Section 7 for the chapter's seed set and its rerun's (`seed`, `seed + 1000`), each in its own process of
+    one thread (`lm_workers` at a time)."""
+    import multiprocessing as mp
+    import time
+    warmup_constant_decay(1, cfg["lm_steps"], cfg["lm_warmup"], cfg["lm_decay_from"], cfg["lm_lr_final"])  # fails now
+    bases = [int(cfg["seed"]), int(cfg["seed"]) + LM_SEED_OFFSET]
+    t0 = time.perf_counter()
+    if cfg["lm_workers"] == 1:
+        _lm_worker_init(cfg)
+        results = list(map(_lm_worker_run, bases))
+        vocab = _LM_WORKER["vocab"]
+    else:
+        with mp.get_context("spawn").Pool(min(cfg["lm_workers"], len(bases)), _lm_worker_init, (cfg,)) as pool:
+            results = pool.map(_lm_worker_run, bases)
+        vocab = kjv_lm_streams(cfg["lm_vocab"])[1]
+    sets, arrays = {}, {}
+    for base, record, arr in results:
+        sets[str(base)] = record
+        arrays.update({f"{base}/{k}": v for k, v in arr.items()})
+        log(f"seeds {base}..{base + cfg['lm_seeds'] - 1}: {len(record['members'])} members in "
+            f"{record['seconds']:.0f} s, best final validation loss {np.nanmin(arr['final_val_loss']):.3f} nats/word")
+    config = {**{k: cfg[k] for k in LM_KEYS}, **{k: cfg[k] for k in cfg if k.startswith("lm_")},
+              "vocab": vocab, "threads_per_set": 1, "torch": torch.__version__,
+              "stage_seconds": round(time.perf_counter() - t0)}
+    return {"config": config, "sets": sets, "arrays": arrays}
+
+
+LM_RUNS_DIR = ROOT / "data" / "adax_lm_runs"
+
+
+def save_lm_runs(result: dict, folder=LM_RUNS_DIR):
+    """runs.json (config, per-set members and sweeps) and arrays.npz (loss curves, final losses), checksummed."""
+    from .data import save_checked_runs
+    return save_checked_runs(folder, {"config": result["config"], "sets": result["sets"]}, "arrays.npz",
+                             result["arrays"])
+
+
+def load_lm_runs(folder=LM_RUNS_DIR) -> tuple[dict, dict, dict]:
+    """(config, sets, arrays) of the committed `04_adax_train` stage, checksums checked."""
+    from .data import load_checked_runs
+    data, arrays = load_checked_runs(folder, "arrays.npz", "04_adax_train", "python -m kexue.optim train")
+    return data["config"], data["sets"], arrays
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kexue.optim train`: chapter 04's language-model training stage (params.yaml `adax`, keys lm_*)."""
+    import argparse
+    from pathlib import Path
+    from .config import chapter_params
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("command", choices=["train"])
+    ap.add_argument("--out", default=str(LM_RUNS_DIR))
+    ap.add_argument("--scale", choices=["smoke", "default", "gpu"], help="override common.scale")
+    args = ap.parse_args(argv)
+    cfg = chapter_params("adax", overrides={"common": {"scale": args.scale}} if args.scale else None)
+    result = train_lm_sets(cfg, log=lambda m: print(m, flush=True))
+    folder = save_lm_runs(result, Path(args.out))
+    print(f"trained {len(result['sets'])} seed sets in {result['config']['stage_seconds']} s -> {folder}")
+    return 0
+
+
 # --- chapter 04 experiment parameters (params.yaml `adax`) ---
 
 @dataclass
@@ -750,3 +1085,27 @@ class AdaxParams:
     memory_factor: float = param(10.0, lo=1.0, hi=1e6, doc="gradient scale change in that problem")
     counterexample_steps: int = param(100000, lo=100, hi=10**8, doc="steps of Reddi et al.'s counterexample")
     counterexample_seeds: int = param(16, lo=2, hi=1000, doc="gradient streams of its stochastic form")
+    lm_steps: int = param(12000, lo=2, hi=10**7, doc="section 7: updates of the word-level language model")
+    lm_warmup: int = param(200, lo=0, hi=10**6, doc="linear warm-up of the lr over the first updates")
+    lm_decay_from: int = param(9600, lo=1, hi=10**7, doc="the lr is constant until this update, then a cosine")
+    lm_lr_final: float = param(0.01, lo=0.0, hi=1.0, doc="final lr as a fraction of the initial")
+    lm_batch: int = param(64, lo=1, hi=4096, doc="next-word predictions per mini-batch")
+    lm_vocab: int = param(2048, lo=2, hi=10**6, doc="most frequent training tokens kept (with <unk>)")
+    lm_context: int = param(3, lo=1, hi=64, doc="previous tokens the model sees")
+    lm_width: int = param(32, lo=1, hi=4096, doc="embedding width d")
+    lm_hidden: int = param(32, lo=1, hi=4096, doc="hidden ReLU units")
+    lm_seeds: int = param(3, lo=2, hi=100, doc="seeds per set, paired across optimizers and configurations")
+    lm_lr: float = param(3e-3, lo=0.0, hi=1.0, doc="centre of the adaptive optimizers' lr sweep")
+    lm_sgd_lr: float = param(0.1, lo=0.0, hi=100.0, doc="centre of SGD+momentum's lr sweep")
+    lm_lr_points: int = param(3, lo=1, hi=15)
+    lm_lr_factor: float = param(3.0, lo=1.0, hi=100.0)
+    lm_weight_decay: float = param(5e-4, lo=0.0, hi=1.0, doc="coupled (Adam, AdaX, SGD); the AdaX reference default")
+    lm_decoupled_weight_decay: float = param(0.05, lo=0.0, hi=1.0, doc="decoupled (AdamW, AdaX-W); AdaX-W's default")
+    lm_eval_points: int = param(8, lo=1, hi=1000, doc="validation evaluations along the run")
+    lm_val_windows: int = param(4096, lo=1, hi=10**6, doc="validation windows of each curve point")
+    lm_final_windows: int = param(16384, lo=1, hi=10**6, doc="validation and test windows of the final numbers")
+    lm_workers: int = param(2, lo=1, hi=64, doc="processes (one thread each) of the training stage")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
