@@ -1,8 +1,9 @@
 """Optimizer step time: AdaX against torch.optim.Adam, side by side, in three implementation styles.
 
 Same parameters, same (fixed, random) gradients; only `opt.step()` is timed. Rounds alternate
-between the optimizers so that drift in machine speed hits all alike; the figure reported is the
-median over rounds of the per-step time.
+between the optimizers so that drift in machine speed hits all alike; the step time reported is the
+median over rounds, and each ratio the geometric mean over rounds of the per-round ratio with a 95%
+t interval on the logarithms (`kexue.verdicts.ratio_interval`).
 
 What the ratio measures: AdaX's step time over Adam's **written the same way** (per-tensor loop
 vs per-tensor loop, one `foreach` call per operation vs the same), i.e. the cost of the update
@@ -41,6 +42,7 @@ from kexue.config import pick_device  # noqa: E402
 from kexue.nets import SmallCNN  # noqa: E402
 from kexue.numerics import device_name  # noqa: E402
 from kexue.optim import AdaX  # noqa: E402
+from kexue.verdicts import ratio_interval  # noqa: E402
 
 
 def transformer_shaped(d: int = 384, blocks: int = 6) -> nn.Module:
@@ -68,9 +70,12 @@ MODELS = {
 }
 SAME_STYLE_ADAM = {"foreach": "Adam(foreach=True)", "per-tensor": "Adam(foreach=False), per tensor",
                    "fused": "Adam(fused=True)", "chunked": "Adam(foreach=True)"}
-RATIO_MEANING = ("Ratio = AdaX's median step time / Adam's written the same way (foreach vs foreach, per tensor vs "
-                 "per tensor; AdaX's chunked default vs Adam(foreach=True); AdaX(fused=True) vs Adam(fused=True)), measured in the same run: the cost of the "
-                 "update rule. 'time / fastest Adam' divides by the fastest of Adam's three implementations here.")
+RATIO_MEANING = ("Ratio = AdaX's step time / Adam's written the same way (foreach vs foreach, per tensor vs "
+                 "per tensor; AdaX's chunked default vs Adam(foreach=True); AdaX(fused=True) vs Adam(fused=True)), "
+                 "measured in the same rounds: the cost of the update rule. 'time / fastest Adam' divides by the "
+                 "fastest of Adam's three implementations here (usually the fused kernel): what switching from the "
+                 "best Adam costs. Each ratio is the geometric mean over rounds of the per-round ratio, with its 95% "
+                 "t interval (on the logarithms).")
 
 
 def sync(device: torch.device) -> None:
@@ -115,13 +120,23 @@ def bench_model(model: nn.Module, device: torch.device, steps: int, rounds: int)
     if not adams:
         raise SystemExit("no Adam among the optimizers measured: the ratios need one")
     fastest = min(adams, key=adams.get)
+    times = {name: ts for name, (_, ts) in runs.items()}
+
+    def per_round(name, ref):
+        # one ratio per round (the two were timed in the same round): the geometric mean and its 95% t interval
+        g, lo, hi, _ = ratio_interval([a / b for a, b in zip(times[name], times[ref])], level=0.95)
+        return g, lo, hi
+
+    nan3 = (float("nan"),) * 3
     rows = []
     for name, t in med.items():
         style = OPTIMIZERS[name][0]
         ref = SAME_STYLE_ADAM[style]
+        same = per_round(name, ref) if not name.startswith("Adam(") and ref in med else nan3
+        fast = per_round(name, fastest)
         rows.append({"optimizer": name, "style": style, "step_ms": t * 1e3,
-                     "ratio_same_style": t / med[ref] if not name.startswith("Adam(") and ref in med else float("nan"),
-                     "same_style_adam": ref, "ratio_to_fastest_adam": t / adams[fastest]})
+                     "ratio_same_style": same[0], "ratio_same_style_ci95": list(same[1:]),
+                     "same_style_adam": ref, "ratio_to_fastest_adam": fast[0], "ratio_to_fastest_adam_ci95": list(fast[1:])})
     return {"n_params": sum(p.numel() for p in model.parameters()), "n_tensors": len(list(model.parameters())),
             "fastest_adam": fastest, "rows": rows}
 
@@ -193,10 +208,14 @@ def main() -> None:
              RATIO_MEANING, ""]
     for model, r in results["models"].items():
         lines += [f"## {model}: {r['n_params']:,} parameters in {r['n_tensors']} tensors", "",
-                  "| optimizer | step (ms) | AdaX / Adam, same style | / fastest Adam |", "|---|---|---|---|"]
+                  "| optimizer | step (ms, median) | AdaX / Adam, same style [95% CI] | / fastest Adam [95% CI] |",
+                  "|---|---|---|---|"]
         lines += [f"| {row['optimizer']} | {row['step_ms']:.3f} | "
                   + ("" if row['ratio_same_style'] != row['ratio_same_style'] else f"{row['ratio_same_style']:.2f}x "
-                     f"(vs {row['same_style_adam']})") + f" | {row['ratio_to_fastest_adam']:.2f}x |"
+                     f"[{row['ratio_same_style_ci95'][0]:.2f}, {row['ratio_same_style_ci95'][1]:.2f}] "
+                     f"(vs {row['same_style_adam']})")
+                  + f" | {row['ratio_to_fastest_adam']:.2f}x [{row['ratio_to_fastest_adam_ci95'][0]:.2f}, "
+                    f"{row['ratio_to_fastest_adam_ci95'][1]:.2f}] |"
                   for row in r["rows"]]
         lines.append("")
     for model, rows in results["training_share"].items():
