@@ -102,7 +102,7 @@ from kexue.claims import is_article_claim
 from kexue.optim import (AdaX, BatchedAdaptive, EMAAdam, MemberSpec, adafactor_schedule, adax_log_c,
                          beta2_hat_adafactor,
                          beta2_hat_adam, beta2_hat_adax, cosine_lr, ensemble_from_seeds, fit_members,
-                         load_lm_runs, member_eval, recovery_steps, reddi_counterexample,
+                         load_lm_runs, lm_selection, member_eval, recovery_steps, reddi_counterexample,
                          scale_shift_quadratic_batch, warmup_constant_decay)
 from kexue.report import Report, fmt, progress
 from kexue.verdicts import CONTRADICTED, INCONCLUSIVE, REASONS, SUPPORTED, identity_rule
@@ -1097,18 +1097,9 @@ lm_names = list(lm_rec["arms"])
 lm_rows = pd.DataFrame([{"optimizer": a, **lm_members_df.iloc[i].to_dict(), "member": i}
                         for a in lm_names for i in lm_rec["arms"][a]])
 lm_rows["config"] = [f"lr {num(r.lr)}, wd {num(r.weight_decay)}" for r in lm_rows.itertuples()]
-lm_cfg_val = lm_rows.assign(v=np.where(lm_rows.diverged, np.inf, lm_rows.val_loss)) \
-    .groupby(["optimizer", "lr", "weight_decay"], sort=False)["v"].mean()
-lm_best = {a: lm_cfg_val.loc[a].idxmin() for a in lm_names}           # (lr, weight decay) per optimizer
-
-
-def lm_by(name, lr_, wd_, col="test_loss"):
-    """Per-seed values of one optimizer at one configuration, ordered by seed (for paired tests)."""
-    d = lm_rows[(lm_rows.optimizer == name) & (lm_rows.lr == lr_) & (lm_rows.weight_decay == wd_)]
-    return d.sort_values("seed")[col].to_numpy()
-
-
-lm_test = {a: lm_by(a, *lm_best[a]) for a in lm_names}
+lm_sel = lm_selection(lm_rec, lm_arrays, seed)                         # validation-best configuration each
+lm_best = {a: (lm_sel[a]["lr"], lm_sel[a]["weight_decay"]) for a in lm_names}
+lm_test = {a: lm_sel[a]["test_loss"] for a in lm_names}               # per seed, ordered by seed (paired)
 lm_pilots = [c for c in report.registry["improves_on_adam_lm"].changes if c["what"] == "testbed"]
 report.note("**The pilots, from the registry**: " + " ".join(f"{c['old']} → {c['new']}: {c['why']}." for c in lm_pilots))
 t_mem = int(round(1 / beta2))
@@ -1138,7 +1129,7 @@ report.show(lm_sweep, name="lm_sweep", caption=(
     "same run for Adam and AdamW (and for AdaX and AdaX-W)."))
 lm_table = pd.DataFrame([{
     "optimizer": a, "learning rate": num(lm_best[a][0]), "weight decay": num(lm_best[a][1]),
-    "validation loss (nats/word)": pm(lm_by(a, *lm_best[a], col="val_loss")),
+    "validation loss (nats/word)": pm(lm_sel[a]["val_loss"]),
     "test loss (nats/word)": pm(lm_test[a]),
     "test perplexity": pm(np.exp(lm_test[a]), sig=4)} for a in lm_names]).set_index("optimizer")
 report.show(lm_table, name="lm_best", caption=(
@@ -1187,16 +1178,12 @@ _ = report.show(lm_diffs, name="lm_differences", caption=(
 # replication that matters; the absolute losses move between sets by more than 3 seeds' sd suggests.
 set_rows = []
 for base_, rec_ in lm_sets.items():
-    m_ = pd.DataFrame(rec_["members"]).assign(test_loss=lm_arrays[f"{base_}/final_test_loss"],
-                                              val_loss=lm_arrays[f"{base_}/final_val_loss"], diverged=rec_["diverged"])
-    rows_ = pd.DataFrame([{"optimizer": a, **m_.iloc[i].to_dict()} for a in lm_names for i in rec_["arms"][a]])
-    vmean = rows_.assign(v=np.where(rows_.diverged, np.inf, rows_.val_loss)).groupby(["optimizer", "lr", "weight_decay"])["v"].mean()
-    best_ = {a: vmean.loc[a].idxmin() for a in lm_names}
-    per = {a: rows_[(rows_.optimizer == a) & (rows_.lr == best_[a][0]) & (rows_.weight_decay == best_[a][1])]
-           .sort_values("seed").test_loss.to_numpy() for a in lm_names}
+    sel_ = lm_selection(rec_, lm_arrays, base_)
+    per = {a: sel_[a]["test_loss"] for a in lm_names}
+    set_seeds = [m["seed"] for m in rec_["members"]]
     for a, b in (("AdaX", "Adam"), ("AdaX-W", "AdamW"), ("Adam", "SGD+momentum")):
         d = verdicts.difference(per[a], per[b], paired=True, level=1 - ALPHA)     # the level the verdicts use
-        set_rows.append({"seeds": f"{rows_.seed.min():.0f}–{rows_.seed.max():.0f}"
+        set_rows.append({"seeds": f"{min(set_seeds):.0f}–{max(set_seeds):.0f}"
                                   + (" (this run)" if int(base_) == seed else ""), "this": int(base_) == seed,
                          "comparison": f"{a} − {b}", "mean difference (nats/word)": d.estimate,
                          f"{100 * (1 - ALPHA):.0f}% CI low": d.low, f"{100 * (1 - ALPHA):.0f}% CI high": d.high,
@@ -1247,9 +1234,7 @@ lm_palette = dict(zip(lm_names, sns.color_palette("tab10", len(lm_names))))
 fig, axes = figure(1, 2, height=3.3)
 shown = []
 for a in lm_names:
-    idx = lm_rows[(lm_rows.optimizer == a) & (lm_rows.lr == lm_best[a][0])
-                  & (lm_rows.weight_decay == lm_best[a][1])].sort_values("seed").member.to_numpy()
-    cur = lm_val_curve[:, idx]
+    cur = lm_val_curve[:, lm_sel[a]["members"]]
     mean, sd = np.nanmean(cur, 1), np.nanstd(cur, 1, ddof=1)
     shown += list(mean[lm_evals >= lm_steps // 4])
     axes[0].plot(lm_evals, mean, marker="o", ms=3, color=lm_palette[a], label=f"{a} (lr {num(lm_best[a][0])}, "
@@ -1287,19 +1272,15 @@ fig, axes = figure(1, 2, height=3.0)
 gap_at = {}
 for ax, (a, b) in zip(axes, (("AdaX", "Adam"), ("AdaX-W", "AdamW"))):
     for base_, rec_ in lm_sets.items():
-        m_ = pd.DataFrame(rec_["members"]).assign(val_loss=lm_arrays[f"{base_}/final_val_loss"], diverged=rec_["diverged"])
-        rows_ = pd.DataFrame([{"optimizer": o, "member": i, **m_.iloc[i].to_dict()} for o in (a, b)
-                              for i in rec_["arms"][o]])
-        vmean = rows_.assign(v=np.where(rows_.diverged, np.inf, rows_.val_loss)).groupby(["optimizer", "lr", "weight_decay"])["v"].mean()
-        pick = {o: vmean.loc[o].idxmin() for o in (a, b)}
-        mem = {o: rows_[(rows_.optimizer == o) & (rows_.lr == pick[o][0]) & (rows_.weight_decay == pick[o][1])]
-               .sort_values("seed").member.to_numpy() for o in (a, b)}
+        sel_ = lm_selection(rec_, lm_arrays, base_)
+        mem = {o: sel_[o]["members"] for o in (a, b)}
+        set_seeds = [m["seed"] for m in rec_["members"]]
         curve = lm_arrays[f"{base_}/val_loss"]
         gap = curve[:, mem[a]] - curve[:, mem[b]]                       # [evals, seeds]
         ev_ = np.array(rec_["eval_steps"])
         this = int(base_) == seed
         ax.plot(ev_, gap.mean(1), marker="o", ms=3, color="C0" if this else "C1",
-                label=f"seeds {int(m_.seed.min())}–{int(m_.seed.max())}" + (" (this run)" if this else ""))
+                label=f"seeds {int(min(set_seeds))}–{int(max(set_seeds))}" + (" (this run)" if this else ""))
         band(ax, ev_, gap.mean(1) - gap.std(1, ddof=1), gap.mean(1) + gap.std(1, ddof=1), color="C0" if this else "C1")
         if this:
             gap_at[f"{a} − {b}"] = {int(t): float(g) for t, g in zip(ev_, gap.mean(1))}

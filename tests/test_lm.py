@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from kexue.optim import (BatchedAdaptive, MemberSpec, NgramLM, encode_words, kjv_word_splits, lm_arm_configs,
-                         lm_eval, lm_eval_steps, lm_members, ngram_windows, train_lm, warmup_constant_decay,
-                         word_vocabulary)
+                         lm_eval, lm_eval_steps, lm_members, lm_selection, ngram_windows, train_lm,
+                         warmup_constant_decay, word_vocabulary)
 
 
 def reference_logits(model: NgramLM, member: int, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +148,31 @@ def test_sweep_members_are_distinct_and_shared_where_the_optimizer_is_the_same()
     assert {members[i]["seed"] for i in arms["AdaX"]} == {100, 101}
     assert lm_eval_steps(cfg) == [6, 10, 12]          # 1/beta2 = 10 added
     assert lm_eval_steps(_lm_cfg(beta2=1e-4)) == [6, 12]
+
+
+def test_selection_picks_the_lowest_mean_validation_loss_and_never_a_diverged_configuration():
+    members, arms = lm_members(_lm_cfg(), 10)
+    rng = np.random.default_rng(0)
+    val, test = rng.uniform(3, 4, len(members)), rng.uniform(3, 4, len(members))
+    diverged = [False] * len(members)
+    sgd = arms["SGD+momentum"]                         # 2 lrs x 2 wds x 2 seeds, seed fastest
+    val[sgd[2:4]] = 1.0                                 # lr 1, wd 5e-4: the best mean ...
+    diverged[sgd[3]] = True                             # ... but one of its seeds diverged
+    val[sgd[6:8]] = [2.0, 2.2]                          # lr 2, wd 5e-4: the best usable one
+    record = {"members": members, "arms": arms, "diverged": diverged}
+    arrays = {"10/final_val_loss": val, "10/final_test_loss": test}
+    sel = lm_selection(record, arrays, 10)
+    s = sel["SGD+momentum"]
+    assert (s["lr"], s["weight_decay"]) == (members[sgd[6]]["lr"], 5e-4) and s["members"] == sgd[6:8]
+    np.testing.assert_array_equal(s["test_loss"], test[sgd[6:8]])
+    assert [members[i]["seed"] for i in s["members"]] == [10, 11]
+    # brute force over each optimizer's configurations
+    for name, idx in arms.items():
+        configs = {}
+        for i in idx:
+            configs.setdefault((members[i]["lr"], members[i]["weight_decay"]), []).append(i)
+        usable = {k: np.mean(val[v]) for k, v in configs.items() if not any(diverged[i] for i in v)}
+        assert (sel[name]["lr"], sel[name]["weight_decay"]) == min(usable, key=usable.get)
 
 
 def test_training_stage_is_independent_of_workers_round_trips_and_checks_input(tmp_path):

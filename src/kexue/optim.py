@@ -42,6 +42,7 @@ __all__ = [
     "encode_words",
     "kjv_word_splits",
     "lm_eval",
+    "lm_selection",
     "ngram_windows",
     "train_lm",
     "warmup_constant_decay",
@@ -964,6 +965,26 @@ def lm_seed_set(base: int, cfg: dict, streams: dict[str, torch.Tensor]) -> tuple
     arrays = {"train_loss": hist["train_loss"], "val_loss": hist["val_loss"],
               "final_val_loss": final["val"], "final_test_loss": final["test"]}
     return record, arrays
+
+
+def lm_selection(record: dict, arrays: dict, base: int | str) -> dict[str, dict]:
+    """Each optimizer's validation-best configuration in one seed set of the training stage (`record` =
+    sets[str(base)], `arrays` as `load_lm_runs` gives them): {name: {"lr", "weight_decay", "members" (indices,
+    by seed), "val_loss", "test_loss" (float64 [seeds])}}, the lowest mean final validation loss over seeds;
+    a configuration with a diverged seed never wins (ties: the first in sweep order)."""
+    val, test = arrays[f"{base}/final_val_loss"], arrays[f"{base}/final_test_loss"]
+    diverged, members = record["diverged"], record["members"]
+    out = {}
+    for name, idx in record["arms"].items():
+        groups: dict[tuple, list[int]] = {}
+        for i in idx:
+            groups.setdefault((members[i]["lr"], members[i]["weight_decay"]), []).append(i)
+        score = lambda ms: math.inf if any(diverged[i] for i in ms) else float(np.mean(val[ms]))  # noqa: E731
+        (lr, wd), ms = min(groups.items(), key=lambda kv: score(kv[1]))
+        ms = sorted(ms, key=lambda i: members[i]["seed"])
+        out[name] = {"lr": lr, "weight_decay": wd, "members": ms,
+                     "val_loss": np.asarray(val[ms], dtype=float), "test_loss": np.asarray(test[ms], dtype=float)}
+    return out
 
 
 _LM_WORKER: dict = {}
